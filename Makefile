@@ -1,0 +1,52 @@
+# apslab: `make lab` to learn, `make test` to check everything. Both install into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+NBVAL  := --nbval --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+
+.PHONY: install lab test test-unit test-notebooks test-browser notebooks bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "apslab needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[lab,plan,serve,dev]'
+	touch $(STAMP)
+
+## lab: install, then open JupyterLab on the first notebook
+lab: install
+	cd notebooks && ../$(BIN)/jupyter lab 00_overview.ipynb
+
+## test: install, then run every test: unit, property, CLI, benchmarks smoke, notebooks (strict nbval)
+test: install
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(NBVAL) notebooks
+
+test-unit: install
+	$(BIN)/python -m pytest tests
+
+test-notebooks: install
+	$(BIN)/python -m pytest $(NBVAL) notebooks
+
+## test-browser: the JupyterLab widget test in headless Chromium (installs chromium if missing)
+test-browser: install
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	APSLAB_BROWSER_TEST=1 $(BIN)/python -m pytest tests/test_browser.py
+
+## notebooks: re-execute every notebook in place so stored outputs match the code
+notebooks: install
+	$(BIN)/python -m apslab.notebook_tools execute notebooks/*.ipynb
+
+## bench: speed and memory against the SimPy baseline; writes benchmarks/RESULTS.md
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+lint: install
+	$(BIN)/ruff check apslab tests benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,127 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apslab.limiter import (
+    ADMITTED,
+    EXCEEDS_BURST,
+    EXCEEDS_KV_CAPACITY,
+    QUEUE_FULL,
+    RATE_LIMITED,
+    UNKNOWN_TENANT,
+    TenantLimits,
+    TenantManager,
+    TokenBucket,
+    consume_columns,
+    static_rejections,
+)
+
+
+def test_hand_worked_bucket_sequence():
+    # rate 10 tokens/s, burst 50; the bucket starts full.
+    bucket = TokenBucket(rate_limit=10.0, burst_cap=50.0)
+    steps = [
+        # (now, cost, admitted, tokens after)
+        (0.0, 30, True, 20.0),   # 50 -> 20
+        (0.5, 30, False, 25.0),  # 20 + 5 = 25 < 30: rejected, nothing subtracted
+        (1.0, 30, True, 0.0),    # 25 + 5 = 30 >= 30
+        (2.0, 5, True, 5.0),     # 0 + 10 = 10 -> 5
+        (100.0, 50, True, 0.0),  # refill capped at 50, takes all of it
+        (100.0, 1, False, 0.0),  # same instant: nothing left
+    ]
+    for now, cost, admitted, tokens in steps:
+        assert bucket.consume(cost, now) is admitted, (now, cost)
+        assert bucket.tokens == pytest.approx(tokens)
+        assert bucket.last_update_s == now
+
+
+def test_bucket_starts_full_and_caps_at_burst():
+    bucket = TokenBucket(5.0, 100.0)
+    assert bucket.available(123.0) == 100.0
+    assert bucket.consume(100, 123.0)
+    assert bucket.available(123.0) == 0.0
+    assert bucket.available(1e9) == 100.0
+
+
+def test_bucket_rejects_time_going_backwards_and_bad_limits():
+    bucket = TokenBucket(1.0, 10.0)
+    bucket.consume(1, 5.0)
+    with pytest.raises(ValueError, match="backwards"):
+        bucket.consume(1, 4.0)
+    for rate, burst in ((0.0, 1.0), (-1.0, 1.0), (1.0, 0.0), (math.nan, 1.0), (1.0, math.inf)):
+        with pytest.raises(ValueError):
+            TokenBucket(rate, burst)
+
+
+def test_seconds_until_available():
+    bucket = TokenBucket(10.0, 50.0)
+    bucket.consume(50, 0.0)
+    assert bucket.seconds_until_available(20, 0.0) == pytest.approx(2.0)
+    assert bucket.seconds_until_available(20, 1.0) == pytest.approx(1.0)
+    assert bucket.seconds_until_available(20, 5.0) == 0.0
+    assert bucket.seconds_until_available(60, 5.0) == math.inf
+
+
+@given(
+    rate=st.floats(0.1, 1000.0),
+    burst=st.floats(1.0, 5000.0),
+    steps=st.lists(st.tuples(st.floats(0.0, 20.0), st.integers(0, 6000)), min_size=1,
+                   max_size=60),
+    cut=st.integers(0, 60),
+    dyadic=st.booleans(),
+)
+def test_consume_many_is_bit_identical_to_consume(rate, burst, steps, cut, dyadic):
+    gaps = [round(g * 4) / 4 if dyadic else g for g, _ in steps]
+    times = np.cumsum(gaps)
+    costs = np.array([c for _, c in steps], dtype=np.int64)
+    one, many = TokenBucket(rate, burst), TokenBucket(rate, burst)
+    expected = [one.consume(int(c), float(t)) for c, t in zip(costs, times, strict=True)]
+    cut = min(cut, len(steps))
+    got = list(many.consume_many(costs[:cut], times[:cut])) + list(
+        many.consume_many(costs[cut:], times[cut:]))
+    assert got == expected
+    assert many.tokens == one.tokens  # exact floats, not approximately
+    assert many.last_update_s == one.last_update_s
+
+
+def test_consume_columns_matches_per_tenant_buckets():
+    rng = np.random.default_rng(4)
+    n = 3000
+    tenants = rng.integers(0, 5, n)
+    times = np.sort(rng.uniform(0, 100, n))
+    costs = rng.integers(1, 400, n)
+    limits = [(50.0, 800.0), (5.0, 500.0), (1e4, 1e4), (100.0, 300.0), (20.0, 2000.0)]
+    buckets = [TokenBucket(r, b) for r, b in limits]
+    got = consume_columns(buckets, tenants, costs, times)
+    reference = [TokenBucket(r, b) for r, b in limits]
+    expected = [reference[t].consume(int(c), float(s))
+                for t, c, s in zip(tenants, costs, times, strict=True)]
+    assert got.tolist() == expected
+    assert 0 < got.sum() < n  # the mix exercised both outcomes
+
+
+def test_tenant_manager_admission_order():
+    manager = TenantManager([TenantLimits("a", 10.0, 100.0)])
+    assert "a" in manager and "b" not in manager
+    assert manager.admit("b", 10**9, 0.0, 50) == UNKNOWN_TENANT
+    assert manager.admit("a", 200, 0.0, 150) == EXCEEDS_KV_CAPACITY  # kv before burst
+    assert manager.admit("a", 120, 0.0, 1000) == EXCEEDS_BURST
+    assert manager.admit("a", 60, 0.0, 1000, queue_full=True) == QUEUE_FULL
+    assert manager.admit("a", 60, 0.0, 1000) == ADMITTED
+    assert manager.admit("a", 60, 0.0, 1000) == RATE_LIMITED  # 40 left
+    assert manager.buckets["a"].tokens == 40.0  # the rejections took nothing
+    with pytest.raises(KeyError):
+        manager.consume("b", 1, 0.0)
+    with pytest.raises(ValueError, match="duplicate"):
+        TenantManager([TenantLimits("a", 1.0, 1.0), TenantLimits("a", 1.0, 1.0)])
+
+
+def test_static_rejections_follow_the_contract_order():
+    codes = np.array([0, -1, 0, 1, 1])
+    costs = np.array([10, 10, 5000, 250, 90])
+    reasons = static_rejections(codes, costs, np.array([100.0, 200.0]), kv_capacity_tokens=1000)
+    assert reasons.tolist() == [ADMITTED, UNKNOWN_TENANT, EXCEEDS_KV_CAPACITY, EXCEEDS_BURST,
+                                ADMITTED]
