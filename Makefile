@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
-NBVAL  := --nbval --sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+NBVAL  := --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 .PHONY: install lab test test-unit test-notebooks test-browser notebooks bench lint clean
 
@@ -39,7 +39,7 @@ test-browser: install
 
 ## notebooks: re-execute every notebook in place so stored outputs match the code
 notebooks: install
-	$(BIN)/python -m apslab.notebook_tools execute notebooks/*.ipynb
+	$(BIN)/python -m apslab.notebook_runner notebooks/*.ipynb
 
 ## bench: speed and memory against the SimPy baseline; writes benchmarks/RESULTS.md
 bench: install

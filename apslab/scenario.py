@@ -163,6 +163,16 @@ class Scenario:
             }
         return out
 
+    def to_toml(self) -> str:
+        """The scenario as TOML text that :func:`load_scenario` reads back to an equal one."""
+        return dump_toml(self.to_dict())
+
+    def write(self, path: str | Path) -> None:
+        """Write the scenario as a TOML file (atomically)."""
+        from .trace import write_text_atomic
+
+        write_text_atomic(path, self.to_toml())
+
     def with_overrides(self, overrides: dict[str, Any]) -> Scenario:
         """A copy with dotted keys replaced, e.g. ``{"scheduler.max_batch_size": 32}``.
 
@@ -187,6 +197,50 @@ class Scenario:
         )
         workload = WorkloadConfig(self.workload.duration_s, tenants, self.workload.seed)
         return Scenario(self.gpu, self.scheduler, self.cluster, self.tenants, workload, self.source)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """TOML text for a scenario-shaped dict: tables, arrays of tables, plain values."""
+    lines: list[str] = []
+
+    def table(name: str, body: dict[str, Any], array: bool = False) -> None:
+        plain = {k: v for k, v in body.items()
+                 if not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))}
+        nested = {k: v for k, v in body.items() if k not in plain}
+        lines.append(f"[[{name}]]" if array else f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in plain.items())
+        lines.append("")
+        for key, items in nested.items():
+            for item in items:
+                table(f"{name}.{key}", item, array=True)
+
+    for key, value in data.items():
+        if isinstance(value, dict):
+            table(key, value)
+        elif isinstance(value, list) and all(isinstance(x, dict) for x in value):
+            for item in value:
+                table(key, item, array=True)
+        else:
+            lines.insert(0, f"{key} = {_toml_value(value)}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

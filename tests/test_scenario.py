@@ -130,3 +130,13 @@ def test_bad_workloads(tmp_path, old, new, message):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="scenario file not found"):
         load_scenario(tmp_path / "nope.toml")
+
+
+def test_toml_round_trip(tmp_path, example_scenario_path):
+    scenario = load_scenario(example_scenario_path)
+    odd = scenario.with_overrides({"gpu.name": 'A "quoted" \\ name', "cluster.gpus": 3,
+                                   "scheduler.max_queue_length": 10})
+    path = tmp_path / "round.toml"
+    odd.write(path)
+    back = load_scenario(path)
+    assert back.to_dict() == odd.to_dict()
