@@ -70,58 +70,10 @@ class TokenBucket:
         return False
 
     def consume_many(self, costs: np.ndarray, times_s: np.ndarray) -> np.ndarray:
-        """:meth:`consume` for one tenant's requests in time order; a boolean column.
-
-        Bit-for-bit the same as calling :meth:`consume` row by row, but fast: wherever the gap
-        since the previous request refills at least ``burst_cap`` (``gap * rate >= burst_cap``,
-        computed with the same float operations), the bucket is exactly full whatever came
-        before, so the request is admitted and leaves exactly ``burst_cap - cost``. Only the
-        rows in between are walked one by one.
-        """
+        """:meth:`consume` for this tenant's requests in time order, at once (see
+        :func:`consume_columns`); a boolean column, True = admitted."""
         costs = np.asarray(costs)
-        times_s = np.asarray(times_s, dtype=np.float64)
-        if not len(costs):
-            return np.zeros(0, dtype=bool)
-        previous = np.empty_like(times_s)
-        previous[0] = self.last_update_s
-        previous[1:] = times_s[:-1]
-        if (times_s < previous).any():
-            row = int(np.flatnonzero(times_s < previous)[0])
-            raise ValueError(f"time went backwards: {times_s[row]!r} < {previous[row]!r}")
-        rate, burst = self.rate_limit, self.burst_cap
-        with np.errstate(invalid="ignore"):  # -inf start: inf gap, a full bucket
-            full = (times_s - previous) * rate >= burst
-        admitted = full & (costs <= burst)
-        tokens, last = self.tokens, self.last_update_s
-        walk = np.flatnonzero(~full)
-        if len(walk):
-            cost_list = costs.tolist()
-            time_list = times_s.tolist()
-            full_list = full.tolist()
-            decisions = []
-            for row in walk.tolist():
-                if row and full_list[row - 1]:
-                    # The row before found a full bucket: its state after is known exactly.
-                    last = time_list[row - 1]
-                    previous_cost = cost_list[row - 1]
-                    tokens = burst - previous_cost if burst >= previous_cost else burst
-                now, cost = time_list[row], cost_list[row]
-                available = min(burst, tokens + (now - last) * rate)
-                last = now
-                if available >= cost:
-                    tokens = available - cost
-                    decisions.append(True)
-                else:
-                    tokens = available
-                    decisions.append(False)
-            admitted[walk] = decisions
-        end = len(costs) - 1
-        if full[end]:
-            last_cost = costs[end].item()
-            tokens = burst - last_cost if burst >= last_cost else burst
-        self.tokens = tokens
-        self.last_update_s = float(times_s[end])
-        return admitted
+        return consume_columns([self], np.zeros(len(costs), dtype=np.int64), costs, times_s)
 
     def seconds_until_available(self, cost: float, now_s: float) -> float:
         """How long until the bucket holds ``cost`` tokens (0 if it already does, inf if never)."""
@@ -209,21 +161,94 @@ def consume_columns(
     costs: np.ndarray,
     times_s: np.ndarray,
 ) -> np.ndarray:
-    """Ask every tenant's bucket about its requests at once; rows must be in time order.
+    """Ask every tenant's bucket about its requests at once; a boolean column, True = admitted.
 
-    Buckets are independent, so grouping the rows by tenant (one stable sort) and feeding each
-    bucket its own column gives exactly the decisions of asking them one row at a time.
-    Returns a boolean column: True = admitted.
+    ``tenant_index`` picks each row's bucket; each tenant's rows must be in time order. The
+    decisions, and the buckets' final states, are bit-for-bit those of calling
+    :meth:`TokenBucket.consume` row by row, but most rows cost no Python at all: wherever the gap
+    since the tenant's previous request refills at least ``burst_cap`` (``gap * rate >=
+    burst_cap``, computed with the same float operations as ``consume``), the bucket is exactly
+    full whatever came before, so the request is admitted (if it is within the burst cap) and
+    leaves exactly ``burst_cap - cost``. Only the rows in between are walked one by one.
     """
-    admitted = np.zeros(len(costs), dtype=bool)
-    if not len(costs):
+    costs = np.asarray(costs)
+    times_s = np.asarray(times_s, dtype=np.float64)
+    count = len(costs)
+    admitted = np.zeros(count, dtype=bool)
+    if not count:
         return admitted
-    order = np.argsort(tenant_index, kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(tenant_index, minlength=len(buckets)))))
-    for i, bucket in enumerate(buckets):
-        lo, hi = int(bounds[i]), int(bounds[i + 1])
-        if lo == hi:
-            continue
-        rows = order[lo:hi]
-        admitted[rows] = bucket.consume_many(costs[rows], times_s[rows])
+    tenant_index = np.asarray(tenant_index)
+    # Grouped by tenant, time order kept within each group (a radix sort for 16-bit indices).
+    narrow = tenant_index.astype(np.int16) if len(buckets) <= np.iinfo(np.int16).max else \
+        tenant_index
+    order = np.argsort(narrow, kind="stable")
+    tenant = tenant_index[order]
+    times = times_s[order]
+    cost = costs[order]
+    first = np.ones(count, dtype=bool)
+    first[1:] = tenant[1:] != tenant[:-1]
+    last_row = np.ones(count, dtype=bool)
+    last_row[:-1] = first[1:]
+    previous = np.empty(count)
+    previous[1:] = times[:-1]
+    previous[first] = np.array([b.last_update_s for b in buckets])[tenant[first]]
+    backwards = times < previous
+    if backwards.any():
+        row = int(np.flatnonzero(backwards)[0])
+        raise ValueError(f"time went backwards: {times[row]!r} < {previous[row]!r}")
+    # refill = (now - last_update) * rate_limit, the very operations of TokenBucket.consume,
+    # computed in place to keep the peak memory of a million-row call low.
+    refill = np.subtract(times, previous, out=previous)
+    del previous
+    with np.errstate(invalid="ignore"):  # a fresh bucket's -inf start: an infinite gap
+        refill *= np.array([b.rate_limit for b in buckets])[tenant]
+    bursts = np.array([b.burst_cap for b in buckets])[tenant]
+    full = refill >= bursts
+    del refill
+    decided = full & (cost <= bursts)
+    del bursts
+    # Final state of each tenant whose last row found a full bucket.
+    for row in np.flatnonzero(last_row & full).tolist():
+        bucket = buckets[int(tenant[row])]
+        bucket.last_update_s = float(times[row])
+        row_cost = cost[row].item()
+        bucket.tokens = bucket.burst_cap - row_cost if bucket.burst_cap >= row_cost \
+            else bucket.burst_cap
+    walk = np.flatnonzero(~full)
+    if len(walk):
+        # Only the walked rows and the rows just before them are needed as Python objects.
+        before = np.maximum(walk - 1, 0)
+        time_list, cost_list = times[walk].tolist(), cost[walk].tolist()
+        time_before, cost_before = times[before].tolist(), cost[before].tolist()
+        full_before = (full[before] & ~first[walk]).tolist()
+        first_list, last_list = first[walk].tolist(), last_row[walk].tolist()
+        tenant_list = tenant[walk].tolist()
+        decisions = []
+        bucket = buckets[0]
+        rate = burst = tokens = last = 0.0
+        for i in range(len(time_list)):
+            if first_list[i]:
+                bucket = buckets[tenant_list[i]]
+                rate, burst = bucket.rate_limit, bucket.burst_cap
+                tokens, last = bucket.tokens, bucket.last_update_s
+            elif full_before[i]:
+                # The row before found a full bucket: the state it left is known exactly.
+                bucket = buckets[tenant_list[i]]
+                rate, burst = bucket.rate_limit, bucket.burst_cap
+                last = time_before[i]
+                previous_cost = cost_before[i]
+                tokens = burst - previous_cost if burst >= previous_cost else burst
+            now, row_cost = time_list[i], cost_list[i]
+            available = min(burst, tokens + (now - last) * rate)  # as in TokenBucket.consume
+            last = now
+            if available >= row_cost:
+                tokens = available - row_cost
+                decisions.append(True)
+            else:
+                tokens = available
+                decisions.append(False)
+            if last_list[i]:
+                bucket.tokens, bucket.last_update_s = tokens, last
+        decided[walk] = decisions
+    admitted[order] = decided
     return admitted

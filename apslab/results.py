@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .limiter import REASON_NAMES
 from .simulator import SimulationResult
 from .trace import atomic_writer, csv_field
@@ -17,35 +19,39 @@ REQUESTS_COLUMNS = ("request_id", "tenant_id", "arrival_s", "status", "reason", 
                     "finish_s", "batch_id", "batch_size", "gpu")
 
 
-def _batch_fields(result: SimulationResult) -> list[str]:
-    """"start_s,finish_s,batch_id,batch_size,gpu" once per batch, plus ",,,," for rejected rows.
+def _row_tails(result: SimulationResult) -> tuple[list[str], np.ndarray]:
+    """Everything after arrival_s, as text shared by many rows, and each row's index into it.
 
-    Members of a batch share these fields, so formatting them per batch instead of per request
-    saves most of the float-to-text work, and a batch that starts the instant the previous one
-    on its GPU finished reuses that finish time's text. Index -1 (rejected) picks ",,,,".
+    A completed row's tail, "completed,,start_s,finish_s,batch_id,batch_size,gpu", is the same
+    for every member of its batch, and a rejected row's, "rejected,reason,,,,,", the same for
+    every rejection with that reason: formatting them once per batch and per reason, not once per
+    request, saves most of the float-to-text work. A batch that starts the instant the previous
+    one on its GPU finished reuses that finish time's text.
     """
     starts = result.batch_start_s.tolist()
     finish_values = result.batch_finish_s.tolist()
     finishes = list(map(repr, finish_values))
-    last_finish: dict[int, int] = {}  # gpu -> its latest batch
-    fields = []
+    last_batch_on: dict[int, int] = {}
+    tails = []
     for batch, (start, size, gpu) in enumerate(zip(
             starts, result.batch_size.tolist(), result.batch_gpu.tolist(), strict=True)):
-        previous = last_finish.get(gpu)
+        previous = last_batch_on.get(gpu)
         start_text = (finishes[previous] if previous is not None
                       and finish_values[previous] == start else repr(start))
-        fields.append(f"{start_text},{finishes[batch]},{batch},{size},{gpu}")
-        last_finish[gpu] = batch
-    fields.append(",,,,")
-    return fields
+        tails.append(f"completed,,{start_text},{finishes[batch]},{batch},{size},{gpu}")
+        last_batch_on[gpu] = batch
+    first_reason_tail = len(tails)
+    tails.extend(f"rejected,{name},,,,," for name in REASON_NAMES[1:])
+    index = np.where(result.batch_id >= 0, result.batch_id,
+                     first_reason_tail - 1 + result.reason.astype(np.int64))
+    return tails, index
 
 
 def write_requests(path: str | Path, result: SimulationResult, chunk_rows: int = 1 << 16) -> None:
     """Write REQUESTS.csv atomically, streaming ``chunk_rows`` rows at a time."""
     trace = result.trace
     names = [csv_field(name) for name in trace.tenant_names]
-    status_reason = ["completed,"] + [f"rejected,{name}" for name in REASON_NAMES[1:]]
-    batch_fields = _batch_fields(result)
+    tails, tail_index = _row_tails(result)
     with atomic_writer(path) as handle:
         handle.write(",".join(REQUESTS_COLUMNS) + "\n")
         for lo in range(0, len(trace), chunk_rows):
@@ -54,8 +60,7 @@ def write_requests(path: str | Path, result: SimulationResult, chunk_rows: int =
                 map(str, range(lo, hi)),
                 map(names.__getitem__, trace.tenant_codes[lo:hi].tolist()),
                 map(repr, trace.arrival_s[lo:hi].tolist()),
-                map(status_reason.__getitem__, result.reason[lo:hi].tolist()),
-                map(batch_fields.__getitem__, result.batch_id[lo:hi].tolist()),
+                map(tails.__getitem__, tail_index[lo:hi].tolist()),
                 strict=True,
             )
             handle.write("\n".join(map(",".join, rows)) + "\n")

@@ -25,11 +25,13 @@ lazy queue, the micro-batcher, the GPU model); everything per request outside it
 
 from __future__ import annotations
 
+import functools
 import gc
 import heapq
 import math
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -106,13 +108,19 @@ class SimulationResult:
         return summarize(self)
 
 
-def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16) -> SimulationResult:
+def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
+             engine: str = "auto") -> SimulationResult:
     """Run ``trace`` through ``scenario`` in virtual time and return every request's fate.
 
-    ``chunk_size`` bounds how many requests are held as Python objects at once (memory only;
-    results do not depend on it).
+    ``engine`` picks the event loop: "python" (the readable reference), "compiled" (the
+    optional C loop, apslab/_eventloop.c, bit-identical and several times faster) or "auto"
+    (compiled when it is built and the run allows it, else python). Runs with
+    ``max_queue_length`` always use the Python loop, whose admission depends on the queue.
+    ``chunk_size`` bounds how many requests the Python loop holds as objects at once (memory
+    only; results do not depend on it).
     """
-    n = len(trace)
+    if engine not in ("auto", "python", "compiled"):
+        raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
     gpu_model = scenario.gpu
     sched = scenario.scheduler
     kv_capacity = gpu_model.kv_capacity_tokens
@@ -134,9 +142,20 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16) -> Sim
                                    trace.arrival_s[order])
         reason[order[~admitted]] = RATE_LIMITED
         order = order[admitted]
+        del admitted
         bucket_of = None
     else:
         bucket_of = tenant_index[order]
+
+    del kv_tokens
+    compiled = _compiled_event_loop() if engine != "python" else None
+    if engine == "compiled" and (compiled is None or bucket_of is not None):
+        raise RuntimeError("the compiled event loop is " + (
+            "not built (reinstall apslab with a C compiler)" if compiled is None
+            else "not used with max_queue_length (admission depends on the queue)"))
+    if compiled is not None and bucket_of is None:
+        return _assemble(scenario, trace, reason, tenant_index,
+                         *_run_compiled(compiled, trace, order, scenario))
 
     loop = _EventLoop(
         chunks=_arrival_chunks(trace, order, sched.aging_per_s, buckets, bucket_of, chunk_size),
@@ -159,10 +178,19 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16) -> Sim
     reason[np.frombuffer(loop.queue_full, dtype=np.int64)] = QUEUE_FULL
 
     columns = list(zip(*loop.batches, strict=True)) or [()] * 6
-    sizes = np.array(columns[0], dtype=np.int64)
-    batch_start = np.array(columns[1], dtype=np.float64)
-    batch_finish = np.array(columns[2], dtype=np.float64)
-    members = np.frombuffer(loop.members, dtype=np.int64)
+    batches = (np.array(columns[0], dtype=np.int64), np.array(columns[1], dtype=np.float64),
+               np.array(columns[2], dtype=np.float64), np.array(columns[3], dtype=np.float64),
+               np.array(columns[4], dtype=np.int64), np.array(columns[5], dtype=np.int32))
+    return _assemble(scenario, trace, reason, tenant_index,
+                     np.frombuffer(loop.members, dtype=np.int64), *batches)
+
+
+def _assemble(scenario: Scenario, trace: Trace, reason: np.ndarray, tenant_index: np.ndarray,
+              members: np.ndarray, sizes: np.ndarray, batch_start: np.ndarray,
+              batch_finish: np.ndarray, batch_service: np.ndarray, batch_kv: np.ndarray,
+              batch_gpu: np.ndarray) -> SimulationResult:
+    """Per-request columns from the batches (members listed batch after batch)."""
+    n = len(trace)
     start = np.full(n, np.nan)
     finish = np.full(n, np.nan)
     batch_id = np.full(n, -1, dtype=np.int64)
@@ -180,11 +208,85 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16) -> Sim
         batch_id=batch_id,
         batch_start_s=batch_start,
         batch_finish_s=batch_finish,
-        batch_service_s=np.array(columns[3], dtype=np.float64),
+        batch_service_s=batch_service,
         batch_size=sizes,
-        batch_kv_tokens=np.array(columns[4], dtype=np.int64),
-        batch_gpu=np.array(columns[5], dtype=np.int32),
+        batch_kv_tokens=batch_kv,
+        batch_gpu=batch_gpu.astype(np.int32),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The optional compiled loop
+
+
+@functools.cache
+def _compiled_event_loop():
+    """apslab/_eventloop.c's loop as a ctypes function, or None when it is not built."""
+    import ctypes
+    import importlib.machinery
+
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        library = here / f"_eventloop{suffix}"
+        if not library.exists():
+            continue
+        try:
+            function = ctypes.CDLL(str(library)).apslab_run_event_loop
+        except (OSError, AttributeError):
+            return None
+        double_p = ctypes.POINTER(ctypes.c_double)
+        int64_p = ctypes.POINTER(ctypes.c_int64)
+        function.restype = ctypes.c_int64
+        function.argtypes = [
+            ctypes.c_int64, double_p, int64_p, double_p, int64_p, int64_p,  # candidates
+            ctypes.c_int64, ctypes.c_double, ctypes.c_int64, ctypes.c_int64,  # rules
+            ctypes.c_double, double_p,  # prefill rate, decode rate by batch size
+            int64_p, int64_p, double_p, double_p, double_p, int64_p, int64_p,  # outputs
+        ]
+        return function
+    return None
+
+
+def compiled_engine_available() -> bool:
+    """Whether the compiled event loop was built with this installation."""
+    return _compiled_event_loop() is not None
+
+
+def _run_compiled(function, trace: Trace, order: np.ndarray, scenario: Scenario):
+    """Run the C loop on the admitted candidates; returns members and per-batch columns."""
+    import ctypes
+
+    sched, gpu = scenario.scheduler, scenario.gpu
+    count = len(order)
+    a, b = gpu.batch_speedup
+    decode_rate = np.array([np.nan] + [gpu.decode_tokens_per_s * (a + b * math.sqrt(size))
+                                       for size in range(1, sched.max_batch_size + 1)])
+    arrival = trace.arrival_s[order]
+    neg_key = static_priority_key(trace.priority_bid[order], arrival, sched.aging_per_s)
+    np.negative(neg_key, out=neg_key)
+    inputs = [np.ascontiguousarray(column, dtype=dtype) for column, dtype in (
+        (arrival, np.float64), (order, np.int64), (neg_key, np.float64),
+        (trace.prompt_tokens[order], np.int64), (trace.output_tokens[order], np.int64))]
+    del arrival, neg_key
+    members = np.empty(count, dtype=np.int64)
+    sizes, kv, gpus = (np.empty(count, dtype=np.int64) for _ in range(3))
+    start, finish, service = (np.empty(count, dtype=np.float64) for _ in range(3))
+
+    def pointer(array):
+        kind = ctypes.c_double if array.dtype == np.float64 else ctypes.c_int64
+        return array.ctypes.data_as(ctypes.POINTER(kind))
+
+    batches = function(count, *map(pointer, inputs), scenario.cluster.gpus,
+                       sched.batch_window_s, sched.max_batch_size, gpu.kv_capacity_tokens,
+                       gpu.prefill_tokens_per_s, pointer(decode_rate), pointer(members),
+                       pointer(sizes), pointer(start), pointer(finish), pointer(service),
+                       pointer(kv), pointer(gpus))
+    if batches < 0:
+        raise MemoryError("the compiled event loop ran out of memory")
+    member_count = int(sizes[:batches].sum())
+    return (members[:member_count], sizes[:batches].copy(), start[:batches].copy(),
+            finish[:batches].copy(), service[:batches].copy(), kv[:batches].copy(),
+            gpus[:batches])
 
 
 def _arrival_chunks(trace: Trace, order: np.ndarray, aging_per_s: float,

@@ -18,10 +18,10 @@ import io
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -106,15 +106,27 @@ _CHUNK_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where each column sits in a header, and the order of the numeric ones."""
+    """Where each column sits in a header."""
 
-    width: int
+    header: tuple[str, ...]
     tenant: int
     numeric: tuple[int, ...]  # arrival_s, prompt_tokens, output_tokens, priority_bid
+
+    @property
+    def width(self) -> int:
+        return len(self.header)
+
+    def dtype(self, text_width: int) -> list[tuple[str, str]]:
+        """The structured dtype numpy reads a chunk into, in the file's column order."""
+        kinds = {"arrival_s": "f8", "prompt_tokens": "i8", "output_tokens": "i8",
+                 "priority_bid": "f8", "tenant_id": f"U{text_width}"}
+        return [(name, kinds[name]) for name in self.header]
 
 
 _NUMERIC = ("arrival_s", "prompt_tokens", "output_tokens", "priority_bid")
 _COUNT_COLUMNS = (1, 2)  # positions within _NUMERIC that hold token counts
+# Lines longer than this are read without numpy's fixed-width text column (memory bound).
+_MAX_FAST_LINE = 256
 
 
 def read_trace(path: str | Path) -> Trace:
@@ -150,80 +162,87 @@ def parse_trace_text(text: str, source: str = "<trace>") -> Trace:
                               lambda: list(csv.reader(io.StringIO(text, newline=""))))
 
 
+class _QuotedFields(Exception):
+    """The file uses CSV quoting: read it with the csv module instead."""
+
+
 def _read_trace_handle(handle, source: str, csv_rows) -> Trace:
     header_line = handle.readline()
     if not header_line.strip():
         raise InputError(f"{source}: empty file, expected the header {','.join(TRACE_COLUMNS)}")
     if '"' in header_line:
         return _trace_from_csv_rows(csv_rows(), source)
-    header = [h.strip() for h in header_line.split(",")]
-    layout = _layout(header, source)
+    layout = _layout([h.strip() for h in header_line.split(",")], source)
     names: list[str] = []
     code_of: dict[str, int] = {}
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    parts = []
     next_line = 2
-    while True:
-        lines = handle.readlines(_CHUNK_BYTES)
-        if not lines:
-            break
-        if any('"' in line for line in lines):
-            return _trace_from_csv_rows(csv_rows(), source)
-        numbers, tenant_fields, line_numbers = _parse_chunk(lines, next_line, layout, source)
-        if len(numbers):
-            parts.append((numbers, _tenant_codes(tenant_fields, line_numbers, source, names,
-                                                 code_of)))
-        next_line += len(lines)
+    try:
+        while True:
+            lines = handle.readlines(_CHUNK_BYTES)
+            if not lines:
+                break
+            columns, tenant_fields, line_numbers = _parse_chunk(lines, next_line, layout, source)
+            if len(tenant_fields):
+                parts.append((*columns, _tenant_codes(tenant_fields, line_numbers, source, names,
+                                                      code_of)))
+            next_line += len(lines)
+    except _QuotedFields:
+        return _trace_from_csv_rows(csv_rows(), source)
     return _assemble(parts, names, source)
 
 
 def _layout(header: list[str], source: str) -> _Layout:
     _check_header(header, source, TRACE_COLUMNS)
-    return _Layout(len(header), header.index("tenant_id"),
+    return _Layout(tuple(header), header.index("tenant_id"),
                    tuple(header.index(name) for name in _NUMERIC))
 
 
 def _parse_chunk(lines: list[str], first_line: int, layout: _Layout, source: str):
-    """One chunk of lines -> (numbers (k x 4), tenant fields, line numbers or None)."""
-    width = layout.width
-    commas = np.fromiter(map(str.count, lines, repeat(",")), dtype=np.int64, count=len(lines))
-    line_numbers = None
-    if (commas != width - 1).any():
-        keep = [i for i, line in enumerate(lines) if line.strip()]
-        if len(keep) < len(lines):
-            line_numbers = [first_line + i for i in keep]
-            lines = [lines[i] for i in keep]
-            commas = commas[keep]
-        bad = np.flatnonzero(commas != width - 1)
-        if len(bad):
-            row = int(bad[0])
-            line = line_numbers[row] if line_numbers else first_line + row
-            raise InputError(f"{source} line {line}: expected {width} fields "
-                             f"({','.join(TRACE_COLUMNS)}), got {int(commas[row]) + 1}")
-        if not lines:
-            return np.empty((0, 4)), [], line_numbers
-    if line_numbers is None:
-        line_numbers = range(first_line, first_line + len(lines))
-    try:
-        numbers = np.loadtxt(lines, delimiter=",", usecols=layout.numeric, dtype=np.float64,
-                             ndmin=2, comments=None)
-    except ValueError:
-        numbers = None
-    if numbers is None or not _numbers_ok(numbers):
-        # Walk the rows in Python to name the first bad line; raises InputError.
-        _parse_rows([line.rstrip("\r\n").split(",") for line in lines], line_numbers, layout,
-                    source)
-        raise InputError(f"{source} lines {line_numbers[0]}-{line_numbers[-1]}: "
-                         "unreadable numbers")  # pragma: no cover - _parse_rows names the line
-    j = layout.tenant
-    tenant_fields = [line.split(",", j + 1)[j] for line in lines]
-    return numbers, tenant_fields, line_numbers
+    """One chunk of lines -> ((arrival, prompt, output, bid) columns, tenant fields, lines).
+
+    Fast path: numpy's C tokenizer reads the chunk into a structured array, numbers and tenant
+    column in one pass, checking that every row has the header's number of fields. If anything
+    is off (a parse error, a blank line, a value out of range, a quote) the chunk is read again
+    field by field in Python, which names the first bad line or, for inputs the fast path is
+    merely stricter about (a token count written "12.0"), returns the values.
+    """
+    line_numbers = range(first_line, first_line + len(lines))
+    longest = max(map(len, lines))
+    table = None
+    if longest <= _MAX_FAST_LINE:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+                table = np.loadtxt(lines, delimiter=",", dtype=layout.dtype(longest),
+                                   comments=None, ndmin=1)
+        except ValueError:
+            table = None
+    if table is not None and len(table) == len(lines):
+        arrival, prompt = table["arrival_s"], table["prompt_tokens"]
+        output, bid = table["output_tokens"], table["priority_bid"]
+        if (np.isfinite(arrival).all() and np.isfinite(bid).all() and (arrival >= 0).all()
+                and (bid >= 0).all() and (prompt >= 0).all() and (output >= 0).all()
+                and (prompt <= MAX_TOKENS).all() and (output <= MAX_TOKENS).all()):
+            tenant_fields = table["tenant_id"].tolist()
+            if not any('"' in name for name in set(tenant_fields)):
+                # Copies, so the chunk's wide text column is freed with the table.
+                return ((arrival.copy(), prompt.copy(), output.copy(), bid.copy()),
+                        tenant_fields, line_numbers)
+    if any('"' in line for line in lines):
+        raise _QuotedFields
+    kept = [i for i, line in enumerate(lines) if line.strip()]
+    if len(kept) < len(lines):
+        line_numbers = [first_line + i for i in kept]
+        lines = [lines[i] for i in kept]
+    numbers, tenant_fields = _parse_rows([line.rstrip("\r\n").split(",") for line in lines],
+                                         line_numbers, layout, source)
+    return _split_numbers(numbers), tenant_fields, line_numbers
 
 
-def _numbers_ok(numbers: np.ndarray) -> bool:
-    if not np.isfinite(numbers).all() or (numbers < 0).any():
-        return False
-    counts = numbers[:, _COUNT_COLUMNS]
-    return bool((counts == np.floor(counts)).all() and (counts <= MAX_TOKENS).all())
+def _split_numbers(numbers: np.ndarray):
+    return (numbers[:, 0], numbers[:, 1].astype(np.int64), numbers[:, 2].astype(np.int64),
+            numbers[:, 3])
 
 
 def _parse_rows(rows: list[list[str]], line_numbers, layout: _Layout, source: str):
@@ -278,13 +297,12 @@ def _tenant_codes(fields: list[str], line_numbers, source: str, names: list[str]
     return np.fromiter(map(code_of.__getitem__, fields), dtype=np.int32, count=len(fields))
 
 
-def _assemble(parts: list[tuple[np.ndarray, np.ndarray]], names: list[str], source: str) -> Trace:
+def _assemble(parts: list[tuple], names: list[str], source: str) -> Trace:
     if not parts:
         raise InputError(f"{source}: no data rows after the header (the trace is empty)")
-    numbers = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    codes = np.concatenate([p[1] for p in parts])
-    return Trace(numbers[:, 0], codes, names, numbers[:, 1].astype(np.int64),
-                 numbers[:, 2].astype(np.int64), numbers[:, 3], source)
+    arrival, prompt, output, bid, codes = (np.concatenate(column) for column in zip(*parts,
+                                                                                    strict=True))
+    return Trace(arrival, codes, names, prompt, output, bid, source)
 
 
 def _trace_from_csv_rows(rows: list[list[str]], source: str) -> Trace:
@@ -299,7 +317,7 @@ def _trace_from_csv_rows(rows: list[list[str]], source: str) -> Trace:
     numbers, tenant_fields = _parse_rows([row for _, row in kept], line_numbers, layout, source)
     names: list[str] = []
     codes = _tenant_codes(tenant_fields, line_numbers, source, names, {})
-    return _assemble([(numbers, codes)], names, source)
+    return _assemble([(*_split_numbers(numbers), codes)], names, source)
 
 
 def _check_header(header: list[str], source: str, expected: Sequence[str]) -> None:

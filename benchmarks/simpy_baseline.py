@@ -67,7 +67,7 @@ def main(scenario_path: str, trace_path: str, summary_path: str, requests_path: 
     batch_of = [None] * n
     batches: list[tuple[int, float, float, int]] = []  # (size, start, service, kv_tokens)
     queue: list[tuple] = []
-    env = simpy.Environment()
+    env = simpy.Environment(initial_time=0.0)
     state = {"idle": True, "wake": env.event()}
 
     def arrivals():
@@ -102,15 +102,13 @@ def main(scenario_path: str, trace_path: str, summary_path: str, requests_path: 
 
     def worker():
         while True:
-            # Let arrivals at this same instant be handled first.
-            yield env.timeout(0)
-            if not queue:
-                state["idle"] = True
+            if state["idle"]:
+                # Idle until an admission wakes us; then the batch forms one window later.
                 yield state["wake"]
-                state["wake"] = env.event()
                 state["idle"] = False
+                state["wake"] = env.event()
                 yield env.timeout(window)
-                yield env.timeout(0)
+                yield env.timeout(0)  # arrivals at the formation instant come first
             now = env.now
             members, kv_used, prompt_sum, output_sum = [], 0, 0, 0
             while queue and len(members) < max_batch:
@@ -133,6 +131,8 @@ def main(scenario_path: str, trace_path: str, summary_path: str, requests_path: 
                 finish[rid] = done
                 batch_of[rid] = batch_id
             yield env.timeout(service)
+            yield env.timeout(0)  # arrivals at the finish instant come first
+            state["idle"] = not queue
 
     env.process(arrivals())
     env.process(worker())

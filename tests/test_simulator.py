@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reference_sim import reference_simulate
 
-from apslab.simulator import simulate
+from apslab.simulator import compiled_engine_available, simulate
 
 
 def fates(result):
@@ -155,10 +155,16 @@ def scenarios_and_traces(draw):
     return scenario, make_trace(rows)
 
 
-@given(scenarios_and_traces(), st.sampled_from([1, 3, 1 << 16]))
-def test_simulate_agrees_with_the_reference_request_by_request(case, chunk_size):
+ENGINES = ["python"] + (["compiled"] if compiled_engine_available() else [])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(case=scenarios_and_traces(), chunk_size=st.sampled_from([1, 3, 1 << 16]))
+def test_simulate_agrees_with_the_reference_request_by_request(case, chunk_size, engine):
     scenario, trace = case
-    result = simulate(scenario, trace, chunk_size=chunk_size)
+    if engine == "compiled" and scenario.scheduler.max_queue_length is not None:
+        engine = "python"  # the compiled loop does not take queue limits
+    result = simulate(scenario, trace, chunk_size=chunk_size, engine=engine)
     expected = reference_simulate(scenario, trace)
     assert result.reason_names() == expected["reason"]
     done = result.completed

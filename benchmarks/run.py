@@ -1,0 +1,411 @@
+"""apslab's speed and memory benchmark: ``make bench`` (or ``python benchmarks/run.py``).
+
+1. Headline: a seeded 1,000,000-request trace for 100 tenants near saturation (max_batch_size
+   32, a tenth of the tenants rate-limited, three bid levels, aging on) run end to end by
+   ``apslab simulate`` (TOML and CSV in, SUMMARY.json and REQUESTS.csv out) and by the SimPy
+   baseline (benchmarks/simpy_baseline.py), as whole processes, alternating A B A B; median wall
+   time, their ratio, and each process's peak RSS from the OS (os.wait4). The two REQUESTS.csv
+   files must be identical.
+2. Scaling: time per request at 10k, 100k and 1M requests, and with 10 versus 10,000 tenants at
+   the same request count, timed inside the process (interpreter start-up excluded).
+3. The queues: pop cost versus queue length for the lazy and the eager aging queue, plotted to
+   benchmarks/pop_cost.png.
+
+Results go to benchmarks/RESULTS.md with the machine and the date; figures are ratios measured
+in the same session. ``--smoke`` runs everything at toy sizes into a temporary folder (the test
+suite uses it so this script never rots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from apslab.scenario import parse_scenario  # noqa: E402
+from apslab.trace import write_trace  # noqa: E402
+from apslab.workload import generate_trace  # noqa: E402
+
+SEED = 20261129
+SPEED_TARGET = 3.0
+MEMORY_TARGET = 0.5
+FLATNESS_LIMIT = 1.5
+
+
+# ----------------------------------------------------------------------------------------------
+# Workloads
+
+
+def benchmark_scenario(tenants: int, requests: int, limited_every: int = 10) -> dict:
+    """A scenario dict near saturation: max batch 32, aging on, three bid levels.
+
+    Chat-like requests (prompt lognormal, median 200 tokens; output geometric, mean 100) arrive
+    at 1.85 requests/s in total, about 95% of what one seed A100 serves at these batch sizes.
+    Every ``limited_every``-th tenant has a rate limit below its demand.
+    """
+    total_rate = 1.85
+    per_tenant = total_rate / tenants
+    demand_tokens_per_s = per_tenant * 300  # ~ (median 200 prompt + mean 100 output) per request
+    table = {
+        "scheduler": {"max_batch_size": 32, "aging_per_s": 0.001, "batch_window_ms": 10.0},
+        "tenants": [],
+        "workload": {"duration_s": requests / total_rate, "seed": SEED, "tenants": []},
+    }
+    for i in range(tenants):
+        limited = i % limited_every == 0
+        table["tenants"].append({
+            "id": f"tenant-{i:05d}",
+            "rate_limit": round(demand_tokens_per_s * (0.6 if limited else 50.0), 6),
+            "burst_cap": 8000.0,
+        })
+        table["workload"]["tenants"].append({
+            "id": f"tenant-{i:05d}",
+            "arrival_rate_per_s": per_tenant,
+            "priority_bid": float(1 + i % 3),
+            "prompt_tokens": {"dist": "lognormal", "median": 200, "sigma": 0.7, "max": 4096},
+            "output_tokens": {"dist": "geometric", "mean": 100},
+        })
+    return table
+
+
+def write_workload(directory: Path, name: str, tenants: int, requests: int) -> tuple[Path, Path]:
+    """Write SCENARIO.toml and TRACE.csv for a benchmark workload; returns their paths."""
+    scenario = parse_scenario(benchmark_scenario(tenants, requests), source=f"{name}.toml")
+    scenario_path, trace_path = directory / f"{name}.toml", directory / f"{name}.csv"
+    scenario.write(scenario_path)
+    trace = generate_trace(scenario.workload)
+    write_trace(trace_path, trace)
+    return scenario_path, trace_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring processes
+
+
+def run_measured(command: list[str], cwd: Path) -> tuple[float, int]:
+    """Run a command to completion: (wall seconds, peak RSS in MiB of that very process)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr}")
+    return wall, usage.ru_maxrss // 1024  # Linux reports KiB
+
+
+def apslab_command(scenario: Path, trace: Path, out: Path, tag: str) -> list[str]:
+    return [sys.executable, "-m", "apslab", "simulate", str(scenario), "--trace", str(trace),
+            "--summary", str(out / f"apslab_{tag}.json"),
+            "--requests", str(out / f"apslab_{tag}.csv"), "--quiet"]
+
+
+def baseline_command(scenario: Path, trace: Path, out: Path, tag: str) -> list[str]:
+    return [sys.executable, str(HERE / "simpy_baseline.py"), str(scenario), str(trace),
+            str(out / f"simpy_{tag}.json"), str(out / f"simpy_{tag}.csv")]
+
+
+def headline(workdir: Path, scenario: Path, trace: Path, rounds: int) -> dict:
+    """Alternate apslab and the baseline; medians, ratios and peak memory."""
+    walls: dict[str, list[float]] = {"apslab": [], "simpy": []}
+    peaks: dict[str, list[int]] = {"apslab": [], "simpy": []}
+    for round_index in range(rounds):
+        for name, make in (("apslab", apslab_command), ("simpy", baseline_command)):
+            wall, peak = run_measured(make(scenario, trace, workdir, "headline"), workdir)
+            walls[name].append(wall)
+            peaks[name].append(peak)
+            print(f"  round {round_index + 1}: {name:<6} {wall:7.2f} s  {peak:5d} MiB",
+                  flush=True)
+        if round_index == 0:
+            same = (workdir / "apslab_headline.csv").read_bytes() == \
+                (workdir / "simpy_headline.csv").read_bytes()
+            if not same:
+                raise RuntimeError("apslab and the SimPy baseline wrote different REQUESTS.csv")
+    median = {name: statistics.median(values) for name, values in walls.items()}
+    peak = {name: max(values) for name, values in peaks.items()}
+    return {
+        "rounds": rounds,
+        "wall_s": walls,
+        "median_wall_s": median,
+        "peak_rss_mib": peak,
+        "speedup": median["simpy"] / median["apslab"],
+        "memory_ratio": peak["apslab"] / peak["simpy"],
+        "per_round_speedup": [s / a for a, s in zip(walls["apslab"], walls["simpy"],
+                                                     strict=True)],
+        "identical_requests_csv": True,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Scaling, timed inside a fresh process (interpreter start-up and imports excluded)
+
+_TIMED_RUN = """
+import sys, time, json
+import apslab.cli as cli
+started = time.perf_counter()
+code = cli.main(["simulate", sys.argv[1], "--trace", sys.argv[2], "--summary", sys.argv[3],
+                 "--requests", sys.argv[4], "--quiet"])
+print(json.dumps({"seconds": time.perf_counter() - started, "code": code}))
+"""
+
+
+def timed_in_process(scenario: Path, trace: Path, workdir: Path, repeats: int) -> float:
+    seconds = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", _TIMED_RUN, str(scenario), str(trace),
+                               str(workdir / "scaling.json"), str(workdir / "scaling.csv")],
+                              capture_output=True, text=True, check=True, cwd=workdir)
+        seconds.append(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+    return statistics.median(seconds)
+
+
+def scaling(workdir: Path, sizes: list[int], tenant_counts: list[int], tenant_requests: int,
+            repeats: int) -> dict:
+    by_size = {}
+    for size in sizes:
+        scenario, trace = write_workload(workdir, f"size_{size}", 100, size)
+        seconds = timed_in_process(scenario, trace, workdir, repeats)
+        by_size[size] = {"seconds": seconds, "us_per_request": seconds / size * 1e6}
+        print(f"  {size:>9,} requests: {seconds:6.2f} s  "
+              f"{by_size[size]['us_per_request']:.2f} us/request", flush=True)
+    by_tenants = {}
+    for count in tenant_counts:
+        scenario, trace = write_workload(workdir, f"tenants_{count}", count, tenant_requests)
+        seconds = timed_in_process(scenario, trace, workdir, repeats)
+        by_tenants[count] = {"seconds": seconds, "us_per_request": seconds / tenant_requests * 1e6}
+        print(f"  {count:>9,} tenants:  {seconds:6.2f} s  "
+              f"{by_tenants[count]['us_per_request']:.2f} us/request", flush=True)
+
+    def spread(rows):
+        per_request = [row["us_per_request"] for row in rows.values()]
+        return max(per_request) / min(per_request)
+
+    return {"by_size": by_size, "by_tenants": by_tenants, "tenant_requests": tenant_requests,
+            "size_spread": spread(by_size), "tenant_spread": spread(by_tenants)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Queues: pop cost versus queue length
+
+
+def pop_cost(lengths: list[int], pops: int, seed: int = SEED) -> dict:
+    """Microseconds per pop (with a push to keep the length) for both aging queues."""
+    from apslab.aging_queue import EagerAgingQueue, LazyAgingQueue
+
+    rng = np.random.default_rng(seed)
+    results: dict[str, dict[int, float]] = {"lazy": {}, "eager": {}}
+    for length in lengths:
+        for name, cls in (("lazy", LazyAgingQueue), ("eager", EagerAgingQueue)):
+            queue = cls(aging_per_s=0.01)
+            bids = rng.choice([1.0, 2.0, 3.0], size=length + pops).tolist()
+            for rid in range(length):
+                queue.push(rid, bids[rid], rid * 0.001)
+            now = length * 0.001
+            started = time.perf_counter()
+            for rid in range(length, length + pops):
+                now += 0.001
+                queue.pop(now)
+                queue.push(rid, bids[rid], now)
+            results[name][length] = (time.perf_counter() - started) / pops * 1e6
+    return results
+
+
+def plot_pop_cost(costs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, style in (("lazy", "o-"), ("eager", "s-")):
+        lengths = sorted(costs[name])
+        ax.loglog(lengths, [costs[name][n] for n in lengths], style,
+                  label=f"{name} queue")
+    ax.set_xlabel("requests waiting in the queue")
+    ax.set_ylabel("microseconds per pop (+ push)")
+    ax.set_title("Aging queues: lazy key O(log n) vs eager re-heapify O(n)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+        memory_text = f"{memory} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        memory_text = "RAM unknown"
+    import simpy
+
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_text}; {platform.system()} "
+            f"{platform.release()}; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"SimPy {simpy.__version__}")
+
+
+def render(results: dict) -> str:
+    head, scale, queues = results["headline"], results["scaling"], results["pop_cost"]
+    lines = [
+        "# apslab benchmark results",
+        "",
+        f"Measured {results['date']} by `make bench` (benchmarks/run.py) on: "
+        f"{results['machine']}.",
+        "Every figure below comes from that one run; ratios compare runs made in the same "
+        "session, alternating A B A B.",
+        "",
+        f"## Headline: {results['requests']:,} requests, {results['tenants']} tenants",
+        "",
+        "`apslab simulate` end to end (TOML and CSV in, SUMMARY.json and REQUESTS.csv out) "
+        "against the SimPy baseline (benchmarks/simpy_baseline.py), each as a whole process. "
+        "Both wrote byte-identical REQUESTS.csv files.",
+        "",
+        "| | median wall time | peak RSS |",
+        "| --- | --- | --- |",
+        f"| apslab | {head['median_wall_s']['apslab']:.2f} s | "
+        f"{head['peak_rss_mib']['apslab']} MiB |",
+        f"| SimPy baseline | {head['median_wall_s']['simpy']:.2f} s | "
+        f"{head['peak_rss_mib']['simpy']} MiB |",
+        f"| **ratio** | **{head['speedup']:.2f}x faster** (target >= {SPEED_TARGET}x) | "
+        f"**{head['memory_ratio']:.2f}x the memory** (target <= {MEMORY_TARGET}x) |",
+        "",
+        f"Rounds: {head['rounds']}; wall times apslab "
+        f"{', '.join(f'{x:.2f}' for x in head['wall_s']['apslab'])} s, SimPy "
+        f"{', '.join(f'{x:.2f}' for x in head['wall_s']['simpy'])} s; per-round speed-ups "
+        f"{', '.join(f'{x:.2f}' for x in head['per_round_speedup'])}.",
+        "",
+        "## Scaling (timed inside the process, start-up excluded)",
+        "",
+        "| requests | seconds | microseconds per request |",
+        "| --- | --- | --- |",
+    ]
+    for size, row in scale["by_size"].items():
+        lines.append(f"| {int(size):,} | {row['seconds']:.2f} | {row['us_per_request']:.2f} |")
+    lines += [
+        "",
+        f"Spread of time per request: {scale['size_spread']:.2f}x "
+        f"(target <= {FLATNESS_LIMIT}x).",
+        "",
+        f"| tenants ({scale['tenant_requests']:,} requests) | seconds | microseconds per "
+        "request |",
+        "| --- | --- | --- |",
+    ]
+    for count, row in scale["by_tenants"].items():
+        lines.append(f"| {int(count):,} | {row['seconds']:.2f} | {row['us_per_request']:.2f} |")
+    lines += [
+        "",
+        f"Spread: {scale['tenant_spread']:.2f}x (target <= {FLATNESS_LIMIT}x).",
+        "",
+        "## Aging queues: pop cost versus queue length",
+        "",
+        "![pop cost](pop_cost.png)",
+        "",
+        "| waiting requests | lazy (us per pop) | eager (us per pop) |",
+        "| --- | --- | --- |",
+    ]
+    for length in sorted(queues["lazy"]):
+        lines.append(f"| {int(length):,} | {queues['lazy'][length]:.2f} | "
+                     f"{queues['eager'][length]:.1f} |")
+    lines += ["", "## Targets", ""]
+    for name, ok in results["targets"].items():
+        lines.append(f"- {'met' if ok else 'NOT met'}: {name}")
+    notes = HERE / "PROFILE_NOTES.md"
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="toy sizes into a temporary folder; checks the script works")
+    parser.add_argument("--rounds", type=int, default=None, help="A B rounds for the headline")
+    parser.add_argument("--out", type=Path, default=None, help="where to write RESULTS.md")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="folder for generated traces and outputs (default: a temp folder)")
+    args = parser.parse_args(argv)
+
+    if args.smoke:
+        requests, tenants, rounds = 3000, 20, args.rounds or 1
+        sizes, tenant_counts, tenant_requests, repeats = [1000, 3000], [5, 50], 2000, 1
+        lengths, pops = [10, 100], 200
+    else:
+        requests, tenants, rounds = 1_000_000, 100, args.rounds or 5
+        sizes, tenant_counts, tenant_requests, repeats = [10_000, 100_000, 1_000_000], \
+            [10, 10_000], 200_000, 3
+        lengths, pops = [100, 300, 1000, 3000, 10_000, 30_000], 2000
+
+    with tempfile.TemporaryDirectory(prefix="apslab-bench-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        out = args.out or (workdir / "RESULTS.md" if args.smoke else HERE / "RESULTS.md")
+        plot_path = out.parent / "pop_cost.png"
+        print(f"writing the {requests:,}-request benchmark workload ...", flush=True)
+        scenario, trace = write_workload(workdir, "headline", tenants, requests)
+        print("headline (apslab vs SimPy, alternating):", flush=True)
+        head = headline(workdir, scenario, trace, rounds)
+        print("scaling:", flush=True)
+        scale = scaling(workdir, sizes, tenant_counts, tenant_requests, repeats)
+        print("queues:", flush=True)
+        queues = pop_cost(lengths, pops)
+        plot_pop_cost(queues, plot_path)
+        targets = {
+            f"apslab at least {SPEED_TARGET}x faster than the SimPy baseline "
+            f"(measured {head['speedup']:.2f}x)": head["speedup"] >= SPEED_TARGET,
+            f"apslab at most {MEMORY_TARGET}x the baseline's peak memory "
+            f"(measured {head['memory_ratio']:.2f}x)": head["memory_ratio"] <= MEMORY_TARGET,
+            f"time per request flat within {FLATNESS_LIMIT}x from {sizes[0]:,} to "
+            f"{sizes[-1]:,} requests (measured {scale['size_spread']:.2f}x)":
+                scale["size_spread"] <= FLATNESS_LIMIT,
+            f"time per request flat within {FLATNESS_LIMIT}x from {tenant_counts[0]:,} to "
+            f"{tenant_counts[-1]:,} tenants (measured {scale['tenant_spread']:.2f}x)":
+                scale["tenant_spread"] <= FLATNESS_LIMIT,
+        }
+        results = {
+            "date": datetime.date.today().isoformat(),
+            "machine": machine_description(),
+            "requests": requests,
+            "tenants": tenants,
+            "headline": head,
+            "scaling": scale,
+            "pop_cost": queues,
+            "targets": targets,
+        }
+        out.write_text(render(results))
+        (out.parent / (out.stem + ".json")).write_text(json.dumps(results, indent=2, default=str))
+        print(f"wrote {out}")
+        for name, ok in targets.items():
+            print(f"  {'met' if ok else 'NOT MET'}: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
