@@ -28,7 +28,7 @@ EXIT_INPUT_ERROR = 2
 
 # Subcommands defined in other modules: each has ``register(subparsers)``, which adds a parser
 # whose ``func(args) -> int`` runs it. Heavy imports stay inside those functions.
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ()
+EXTRA_COMMAND_MODULES: tuple[str, ...] = ("apslab.service_cli", "apslab.planning_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +69,31 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
     """--trace (and, where trace formats are supported, its options)."""
     parser.add_argument("--trace", metavar="TRACE.csv",
                         help="requests to replay (default: generate them from [workload])")
+    parser.add_argument("--trace-format", choices=("apslab", "azure"), default="apslab",
+                        help="apslab: arrival_s,tenant_id,prompt_tokens,output_tokens,"
+                             "priority_bid; azure: TIMESTAMP,ContextTokens,GeneratedTokens, "
+                             "rows assigned to tenants by --tenant-weights/--tenant-seed")
+    parser.add_argument("--tenant-weights", metavar="ID=W,...",
+                        help="azure traces: tenants and their shares of the rows "
+                             "(default: every scenario tenant, weight 1)")
+    parser.add_argument("--tenant-seed", type=int, default=0, metavar="N",
+                        help="azure traces: seed of the row-to-tenant hash (default 0)")
 
 
 def load_trace_for(scenario: Scenario, args: argparse.Namespace) -> Trace:
     """The trace named by --trace, or the scenario's generated workload."""
     if getattr(args, "trace", None):
+        if getattr(args, "trace_format", "apslab") != "apslab":
+            from .trace_formats import read_trace_file
+
+            return read_trace_file(args.trace, scenario, args.trace_format, args.tenant_weights,
+                                   args.tenant_seed)
+        if getattr(args, "tenant_weights", None):
+            raise InputError("--tenant-weights applies to --trace-format azure only (apslab "
+                             "traces name each row's tenant)")
         return read_trace(args.trace)
+    if getattr(args, "trace_format", "apslab") == "azure" or getattr(args, "tenant_weights", None):
+        raise InputError("--trace-format azure and --tenant-weights need a --trace to read")
     if scenario.workload is None:
         raise InputError(f"{scenario.source}: no --trace given and the scenario has no "
                          "[workload] section to generate one from")
@@ -120,8 +139,22 @@ def warn_unknown_tenants(result: SimulationResult, stderr=None) -> None:
           file=stderr or sys.stderr)
 
 
+def summary_json(summary: dict) -> str:
+    """SUMMARY.json text: indented, with one line per tenant.
+
+    json's indenting encoder is pure Python; writing each tenant's row with the C encoder keeps
+    a ten-thousand-tenant summary fast and still readable.
+    """
+    rest = {key: value for key, value in summary.items() if key != "tenants"}
+    text = json.dumps(rest, indent=2, allow_nan=False)
+    tenants = summary.get("tenants", {})
+    rows = ",\n".join(f"    {json.dumps(tenant_id)}: {json.dumps(row, allow_nan=False)}"
+                       for tenant_id, row in tenants.items())
+    return text[:-2] + ',\n  "tenants": {' + (f"\n{rows}\n  " if rows else "") + "}\n}\n"
+
+
 def write_summary(path: str, summary: dict) -> None:
-    write_text_atomic(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, summary_json(summary))
 
 
 def run_simulate(args: argparse.Namespace) -> int:

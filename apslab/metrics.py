@@ -147,20 +147,51 @@ def tenant_table(tenant_index: np.ndarray, completed: np.ndarray, kv_tokens: np.
     done_tenant = tenant_index[completed]
     completed_counts = np.bincount(done_tenant, minlength=count)
     tokens = np.bincount(done_tenant, weights=kv_tokens[completed], minlength=count)
-    order = np.argsort(done_tenant, kind="stable")
-    waits = queue_wait_s[completed][order]
-    bounds = np.concatenate(([0], np.cumsum(completed_counts)))
-    table = {}
-    for i, tenant_id in enumerate(tenant_ids):
-        lo, hi = int(bounds[i]), int(bounds[i + 1])
-        table[tenant_id] = {
+    p99 = grouped_percentile(queue_wait_s[completed], done_tenant, count, 99)
+    return {
+        tenant_id: {
             "submitted": int(submitted[i]),
             "completed": int(completed_counts[i]),
             "rejected": int(submitted[i] - completed_counts[i]),
             "tokens_completed": int(tokens[i]),
-            "queue_wait_p99_s": float(np.percentile(waits[lo:hi], 99)) if hi > lo else None,
+            "queue_wait_p99_s": p99[i],
         }
-    return table
+        for i, tenant_id in enumerate(tenant_ids)
+    }
+
+
+def grouped_percentile(values: np.ndarray, groups: np.ndarray, group_count: int, q: float
+                       ) -> list[float | None]:
+    """``np.percentile(values[groups == g], q)`` for every group g at once (None if empty).
+
+    One sort instead of a call per group. It reproduces numpy's default "linear" method
+    operation for operation (virtual index (n - 1) * q/100, then numpy's two-sided lerp), so the
+    floats are identical; tests/test_metrics.py checks that against np.percentile.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    counts = np.bincount(groups, minlength=group_count)
+    result: list[float | None] = [None] * group_count
+    present = np.flatnonzero(counts)
+    if not len(present):
+        return result
+    ordered = values[np.lexsort((values, groups))]
+    offsets = np.concatenate(([0], np.cumsum(counts)))[present]
+    sizes = counts[present]
+    virtual = (sizes - 1) * np.true_divide(q, 100)
+    previous = np.floor(virtual).astype(np.intp)
+    following = previous + 1
+    at_end = virtual >= sizes - 1
+    previous[at_end] = sizes[at_end] - 1
+    following[at_end] = sizes[at_end] - 1
+    gamma = virtual - np.where(at_end, -1, previous)  # as numpy: its index is -1 at the end
+    low, high = ordered[offsets + previous], ordered[offsets + following]
+    difference = high - low
+    value = low + difference * gamma
+    upper = gamma >= 0.5
+    value[upper] = high[upper] - difference[upper] * (1 - gamma[upper])
+    for group, number in zip(present.tolist(), value.tolist(), strict=True):
+        result[group] = number
+    return result
 
 
 def _fmt(value, spec: str, unit: str = "") -> str:

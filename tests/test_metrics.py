@@ -46,3 +46,26 @@ def test_throughput_utilisation_and_cost():
     assert cost_per_million_tokens(3.0, 128.0) == 3.0 / 3600 / 128.0 * 1e6
     assert cost_per_million_tokens(3.0, 128.0, gpus=2) == pytest.approx(2 * 6.5104166)
     assert cost_per_million_tokens(3.0, None) is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.floats(0, 1e4)), max_size=300),
+       st.sampled_from([0, 1, 37.5, 50, 95, 99, 100]))
+def test_grouped_percentile_is_numpys_percentile_per_group(rows, q):
+    from apslab.metrics import grouped_percentile
+
+    groups = np.array([g for g, _ in rows], dtype=np.int64)
+    values = np.array([v for _, v in rows], dtype=np.float64)
+    got = grouped_percentile(values, groups, 8, q)
+    for g in range(8):
+        mine = values[groups == g]
+        assert got[g] == (float(np.percentile(mine, q)) if len(mine) else None)
+
+
+def test_grouped_percentile_on_clustered_values():
+    from apslab.metrics import grouped_percentile
+
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 50, 20_000)
+    values = np.round(rng.exponential(2.0, 20_000), 3)  # many ties
+    got = grouped_percentile(values, groups, 50, 99)
+    assert got == [float(np.percentile(values[groups == g], 99)) for g in range(50)]
