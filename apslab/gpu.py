@@ -56,16 +56,20 @@ class GPUModel:
             self.decode_tokens_per_s * (a + b * _sqrt(batch_size))
         )
 
+    def decode_rate_table(self, max_batch_size: int) -> list[float]:
+        """``decode_tokens_per_s * (a + b*sqrt(B))`` for B = 0..max_batch_size (B = 0 is NaN)."""
+        a, b = self.batch_speedup
+        decode = self.decode_tokens_per_s
+        return [math.nan] + [decode * (a + b * math.sqrt(size))
+                             for size in range(1, max_batch_size + 1)]
+
     def batch_service_timer(self, max_batch_size: int):
         """:meth:`service_time_s` for scalar batches of up to ``max_batch_size`` requests.
 
         The decode rate ``decode_tokens_per_s * (a + b*sqrt(B))`` is tabulated once per B, so
         the simulator's hot loop pays two divisions per batch; the floats are identical.
         """
-        a, b = self.batch_speedup
-        decode = self.decode_tokens_per_s
-        rates = [math.nan] + [decode * (a + b * math.sqrt(size))
-                              for size in range(1, max_batch_size + 1)]
+        rates = self.decode_rate_table(max_batch_size)
         prefill = self.prefill_tokens_per_s
 
         def service_time_s(prompt_tokens_total: int, output_tokens_total: int,

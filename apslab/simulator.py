@@ -258,9 +258,7 @@ def _run_compiled(function, trace: Trace, order: np.ndarray, scenario: Scenario)
 
     sched, gpu = scenario.scheduler, scenario.gpu
     count = len(order)
-    a, b = gpu.batch_speedup
-    decode_rate = np.array([np.nan] + [gpu.decode_tokens_per_s * (a + b * math.sqrt(size))
-                                       for size in range(1, sched.max_batch_size + 1)])
+    decode_rate = np.array(gpu.decode_rate_table(sched.max_batch_size))
     arrival = trace.arrival_s[order]
     neg_key = static_priority_key(trace.priority_bid[order], arrival, sched.aging_per_s)
     np.negative(neg_key, out=neg_key)
