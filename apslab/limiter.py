@@ -207,13 +207,6 @@ def consume_columns(
     del refill
     decided = full & (cost <= bursts)
     del bursts
-    # Final state of each tenant whose last row found a full bucket.
-    for row in np.flatnonzero(last_row & full).tolist():
-        bucket = buckets[int(tenant[row])]
-        bucket.last_update_s = float(times[row])
-        row_cost = cost[row].item()
-        bucket.tokens = bucket.burst_cap - row_cost if bucket.burst_cap >= row_cost \
-            else bucket.burst_cap
     walk = np.flatnonzero(~full)
     if len(walk):
         # Only the walked rows and the rows just before them are needed as Python objects.
@@ -250,5 +243,13 @@ def consume_columns(
             if last_list[i]:
                 bucket.tokens, bucket.last_update_s = tokens, last
         decided[walk] = decisions
+    # Final state of each tenant whose last row found a full bucket (after the walk, which
+    # starts from the buckets' states before this call).
+    for row in np.flatnonzero(last_row & full).tolist():
+        bucket = buckets[int(tenant[row])]
+        bucket.last_update_s = float(times[row])
+        row_cost = cost[row].item()
+        bucket.tokens = bucket.burst_cap - row_cost if bucket.burst_cap >= row_cost \
+            else bucket.burst_cap
     admitted[order] = decided
     return admitted

@@ -17,7 +17,7 @@ import csv
 import io
 import math
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager, suppress
@@ -362,8 +362,10 @@ def atomic_writer(path: str | Path):
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        # Mode 0o666 minus the umask, as for any new file (mkstemp would make it 0o600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileNotFoundError:
         raise InputError(f"{path}: cannot write: directory {directory} does not exist") from None
     except OSError as exc:

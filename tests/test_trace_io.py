@@ -109,3 +109,17 @@ def test_compressed_and_subset():
     assert trace.subset(np.array([True, False, True])).prompt_tokens.tolist() == [1, 3]
     with pytest.raises(ValueError):
         trace.compressed(0.0)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    trace = Trace.from_columns([0.0], ["a"], [1], [1], 1.0)
+    old = os.umask(0o022)
+    try:
+        write_trace(tmp_path / "t.csv", trace)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t.csv").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary left behind
