@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 ## lab: install, then open JupyterLab on the first notebook
 lab: install
-	cd notebooks && ../$(BIN)/jupyter lab 00_overview.ipynb
+	cd notebooks && ../$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) 00_overview.ipynb
 
 ## test: install, then run every test: unit, property, CLI, benchmarks smoke, notebooks (strict nbval)
 test: install

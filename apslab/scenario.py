@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, reading
 from .gpu import GPUModel
 from .limiter import TenantLimits
 
@@ -250,12 +250,8 @@ def dump_toml(data: dict[str, Any]) -> str:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file; any problem raises InputError naming the file."""
     path = Path(path)
-    try:
+    with reading(path, "scenario"):
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: scenario file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read scenario: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, reading
 
 TRACE_COLUMNS = ("arrival_s", "tenant_id", "prompt_tokens", "output_tokens", "priority_bid")
 
@@ -136,17 +136,8 @@ def read_trace(path: str | Path) -> Trace:
     million rows take about a second and little more memory than the columns themselves.
     """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return _read_trace_handle(handle, str(path), lambda: _reopen_csv(path))
-    except FileNotFoundError:
-        raise InputError(f"{path}: trace file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a trace CSV file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read trace: {exc.strerror}") from None
+    with reading(path, "trace"), open(path, encoding="utf-8-sig") as handle:
+        return _read_trace_handle(handle, str(path), lambda: _reopen_csv(path))
 
 
 def _reopen_csv(path: Path):
