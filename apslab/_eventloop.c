@@ -1,6 +1,7 @@
 /*
- * apslab's optional compiled event loop: the same loop as apslab/simulator.py's
- * _EventLoop.run (for runs whose admission was decided up front), written in C.
+ * apslab's optional compiled kernels: the same event loop as apslab/simulator.py's
+ * _EventLoop.run (for runs whose admission was decided up front), and the token-bucket walk of
+ * apslab/limiter.py's consume_columns, written in C.
  *
  * It exists for speed only. It follows the same rules step by step and does the same IEEE-754
  * double arithmetic in the same order (t + window, t + service,
@@ -214,6 +215,54 @@ int64_t apslab_run_event_loop(
     free(busy);
     free(idle);
     return batches;
+}
+
+/*
+ * The walk of apslab.limiter.consume_columns: token-bucket decisions for the rows whose bucket
+ * was not exactly full (numpy decided those). Rows are grouped by tenant, in time order within a
+ * group. The arithmetic is TokenBucket.consume's, operation for operation:
+ *   available = min(burst, tokens + (now - last) * rate); admit if available >= cost.
+ * tokens[] and last[] hold each tenant's state before the call and are updated for tenants
+ * whose last row is walked.
+ */
+void apslab_walk_buckets(int64_t n, const double *times, const int64_t *costs,
+                         const uint8_t *first, const uint8_t *full, const uint8_t *last_row,
+                         const int64_t *tenant, const double *rates, const double *bursts,
+                         double *tokens, double *last, uint8_t *decided) {
+    double rate = 0.0, burst = 0.0, level = 0.0, updated = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        if (full[i]) continue;
+        int64_t who = tenant[i];
+        if (first[i]) {
+            rate = rates[who];
+            burst = bursts[who];
+            level = tokens[who];
+            updated = last[who];
+        } else if (full[i - 1]) {
+            /* The row before found a full bucket: the state it left is known exactly. */
+            double previous_cost = (double)costs[i - 1];
+            rate = rates[who];
+            burst = bursts[who];
+            updated = times[i - 1];
+            level = burst >= previous_cost ? burst - previous_cost : burst;
+        }
+        double now = times[i];
+        double cost = (double)costs[i];
+        double refilled = level + (now - updated) * rate;
+        double available = refilled < burst ? refilled : burst; /* Python's min(burst, refilled) */
+        updated = now;
+        if (available >= cost) {
+            level = available - cost;
+            decided[i] = 1;
+        } else {
+            level = available;
+            decided[i] = 0;
+        }
+        if (last_row[i]) {
+            tokens[who] = level;
+            last[who] = updated;
+        }
+    }
 }
 
 /* Lets the build tools treat this file as an extension module; apslab loads it with ctypes

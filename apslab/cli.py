@@ -191,7 +191,26 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def release_freed_memory_promptly() -> None:
+    """Ask glibc to give large freed buffers back to the OS at once (Linux only).
+
+    By default glibc raises its mmap threshold each time a large buffer is freed, so later
+    column-sized numpy buffers come from the heap and stay resident after use: a million-row
+    run then peaks about 40 MB higher. A fixed 128 KiB threshold (glibc's initial value) keeps
+    them mmap'd and returned when freed. Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    release_freed_memory_promptly()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

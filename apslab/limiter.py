@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _compiled
+
 # Admission outcomes. The integer codes are what the simulator stores per request.
 ADMITTED = 0
 RATE_LIMITED = 1
@@ -155,11 +157,15 @@ def static_rejections(
     return reasons
 
 
+_WALK_SLICE = 1 << 15
+
+
 def consume_columns(
     buckets: list[TokenBucket],
     tenant_index: np.ndarray,
     costs: np.ndarray,
     times_s: np.ndarray,
+    use_compiled: bool = True,
 ) -> np.ndarray:
     """Ask every tenant's bucket about its requests at once; a boolean column, True = admitted.
 
@@ -169,7 +175,8 @@ def consume_columns(
     since the tenant's previous request refills at least ``burst_cap`` (``gap * rate >=
     burst_cap``, computed with the same float operations as ``consume``), the bucket is exactly
     full whatever came before, so the request is admitted (if it is within the burst cap) and
-    leaves exactly ``burst_cap - cost``. Only the rows in between are walked one by one.
+    leaves exactly ``burst_cap - cost``. Only the rows in between are walked one by one: by the
+    compiled kernel when it is built (``use_compiled``), else in Python; both are bit-identical.
     """
     costs = np.asarray(costs)
     times_s = np.asarray(times_s, dtype=np.float64)
@@ -207,18 +214,35 @@ def consume_columns(
     del refill
     decided = full & (cost <= bursts)
     del bursts
+    if not full.all():
+        walk = _walk_compiled if use_compiled and _compiled.available() else _walk_python
+        walk(buckets, tenant, times, cost, first, full, last_row, decided)
+    # Final state of each tenant whose last row found a full bucket (after the walk, which
+    # starts from the buckets' states before this call).
+    for row in np.flatnonzero(last_row & full).tolist():
+        bucket = buckets[int(tenant[row])]
+        bucket.last_update_s = float(times[row])
+        row_cost = cost[row].item()
+        bucket.tokens = bucket.burst_cap - row_cost if bucket.burst_cap >= row_cost \
+            else bucket.burst_cap
+    admitted[order] = decided
+    return admitted
+
+
+def _walk_python(buckets, tenant, times, cost, first, full, last_row, decided) -> None:
+    """The walk of :func:`consume_columns` in Python, in slices of bounded memory."""
     walk = np.flatnonzero(~full)
-    if len(walk):
-        # Only the walked rows and the rows just before them are needed as Python objects.
-        before = np.maximum(walk - 1, 0)
-        time_list, cost_list = times[walk].tolist(), cost[walk].tolist()
+    bucket = buckets[0]
+    rate = burst = tokens = last = 0.0
+    for lo in range(0, len(walk), _WALK_SLICE):
+        rows = walk[lo:lo + _WALK_SLICE]
+        before = np.maximum(rows - 1, 0)
+        time_list, cost_list = times[rows].tolist(), cost[rows].tolist()
         time_before, cost_before = times[before].tolist(), cost[before].tolist()
-        full_before = (full[before] & ~first[walk]).tolist()
-        first_list, last_list = first[walk].tolist(), last_row[walk].tolist()
-        tenant_list = tenant[walk].tolist()
+        full_before = (full[before] & ~first[rows]).tolist()
+        first_list, last_list = first[rows].tolist(), last_row[rows].tolist()
+        tenant_list = tenant[rows].tolist()
         decisions = []
-        bucket = buckets[0]
-        rate = burst = tokens = last = 0.0
         for i in range(len(time_list)):
             if first_list[i]:
                 bucket = buckets[tenant_list[i]]
@@ -242,14 +266,25 @@ def consume_columns(
                 decisions.append(False)
             if last_list[i]:
                 bucket.tokens, bucket.last_update_s = tokens, last
-        decided[walk] = decisions
-    # Final state of each tenant whose last row found a full bucket (after the walk, which
-    # starts from the buckets' states before this call).
-    for row in np.flatnonzero(last_row & full).tolist():
-        bucket = buckets[int(tenant[row])]
-        bucket.last_update_s = float(times[row])
-        row_cost = cost[row].item()
-        bucket.tokens = bucket.burst_cap - row_cost if bucket.burst_cap >= row_cost \
-            else bucket.burst_cap
-    admitted[order] = decided
-    return admitted
+        decided[rows] = decisions
+
+
+def _walk_compiled(buckets, tenant, times, cost, first, full, last_row, decided) -> None:
+    """The same walk by the compiled kernel (apslab/_eventloop.c)."""
+    pointer = _compiled.pointer
+    rates = np.array([b.rate_limit for b in buckets], dtype=np.float64)
+    bursts = np.array([b.burst_cap for b in buckets], dtype=np.float64)
+    tokens = np.array([b.tokens for b in buckets], dtype=np.float64)
+    last = np.array([b.last_update_s for b in buckets], dtype=np.float64)
+    walked = np.zeros(len(times), dtype=np.uint8)
+    columns = [np.ascontiguousarray(column, dtype=dtype) for column, dtype in (
+        (times, np.float64), (cost, np.int64), (first, np.uint8), (full, np.uint8),
+        (last_row, np.uint8), (tenant, np.int64))]
+    _compiled.library().apslab_walk_buckets(
+        len(times), *map(pointer, columns), pointer(rates), pointer(bursts), pointer(tokens),
+        pointer(last), pointer(walked))
+    rows = np.flatnonzero(~full)
+    decided[rows] = walked[rows].astype(bool)
+    for index in np.unique(tenant[rows[last_row[rows]]]).tolist():
+        buckets[index].tokens = float(tokens[index])
+        buckets[index].last_update_s = float(last[index])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._gc import paused_gc
 from .limiter import REASON_NAMES
 from .simulator import SimulationResult
 from .trace import atomic_writer, csv_field
@@ -52,7 +53,7 @@ def write_requests(path: str | Path, result: SimulationResult, chunk_rows: int =
     trace = result.trace
     names = [csv_field(name) for name in trace.tenant_names]
     tails, tail_index = _row_tails(result)
-    with atomic_writer(path) as handle:
+    with atomic_writer(path) as handle, paused_gc():
         handle.write(",".join(REQUESTS_COLUMNS) + "\n")
         for lo in range(0, len(trace), chunk_rows):
             hi = min(lo + chunk_rows, len(trace))

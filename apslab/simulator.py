@@ -25,16 +25,15 @@ lazy queue, the micro-batcher, the GPU model); everything per request outside it
 
 from __future__ import annotations
 
-import functools
-import gc
 import heapq
 import math
 from array import array
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from . import _compiled
+from ._gc import paused_gc
 from .aging_queue import LazyAgingQueue, static_priority_key
 from .batcher import MicroBatcher
 from .limiter import (
@@ -112,10 +111,11 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
              engine: str = "auto") -> SimulationResult:
     """Run ``trace`` through ``scenario`` in virtual time and return every request's fate.
 
-    ``engine`` picks the event loop: "python" (the readable reference), "compiled" (the
-    optional C loop, apslab/_eventloop.c, bit-identical and several times faster) or "auto"
-    (compiled when it is built and the run allows it, else python). Runs with
-    ``max_queue_length`` always use the Python loop, whose admission depends on the queue.
+    ``engine`` picks the event loop and the token-bucket walk: "python" (the readable
+    reference), "compiled" (the optional C kernels, apslab/_eventloop.c, bit-identical and
+    several times faster) or "auto" (compiled when built and the run allows it, else python).
+    Runs with ``max_queue_length`` always use the Python loop, whose admission depends on the
+    queue.
     ``chunk_size`` bounds how many requests the Python loop holds as objects at once (memory
     only; results do not depend on it).
     """
@@ -139,7 +139,7 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
     if sched.max_queue_length is None:
         # Admission does not depend on the queue: ask each tenant's bucket for its whole column.
         admitted = consume_columns(buckets, tenant_index[order], kv_tokens[order],
-                                   trace.arrival_s[order])
+                                   trace.arrival_s[order], use_compiled=engine != "python")
         reason[order[~admitted]] = RATE_LIMITED
         order = order[admitted]
         del admitted
@@ -167,13 +167,8 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
     )
     # The loop creates millions of short-lived tuples and no reference cycles: the cyclic
     # garbage collector would only rescan them (a third of the run time), so pause it.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         loop.run()
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     reason[np.frombuffer(loop.rate_limited, dtype=np.int64)] = RATE_LIMITED
     reason[np.frombuffer(loop.queue_full, dtype=np.int64)] = QUEUE_FULL
 
@@ -219,43 +214,19 @@ def _assemble(scenario: Scenario, trace: Trace, reason: np.ndarray, tenant_index
 # The optional compiled loop
 
 
-@functools.cache
 def _compiled_event_loop():
-    """apslab/_eventloop.c's loop as a ctypes function, or None when it is not built."""
-    import ctypes
-    import importlib.machinery
-
-    here = Path(__file__).parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        library = here / f"_eventloop{suffix}"
-        if not library.exists():
-            continue
-        try:
-            function = ctypes.CDLL(str(library)).apslab_run_event_loop
-        except (OSError, AttributeError):
-            return None
-        double_p = ctypes.POINTER(ctypes.c_double)
-        int64_p = ctypes.POINTER(ctypes.c_int64)
-        function.restype = ctypes.c_int64
-        function.argtypes = [
-            ctypes.c_int64, double_p, int64_p, double_p, int64_p, int64_p,  # candidates
-            ctypes.c_int64, ctypes.c_double, ctypes.c_int64, ctypes.c_int64,  # rules
-            ctypes.c_double, double_p,  # prefill rate, decode rate by batch size
-            int64_p, int64_p, double_p, double_p, double_p, int64_p, int64_p,  # outputs
-        ]
-        return function
-    return None
+    """apslab/_eventloop.c's event loop as a ctypes function, or None when it is not built."""
+    library = _compiled.library()
+    return library.apslab_run_event_loop if library is not None else None
 
 
 def compiled_engine_available() -> bool:
     """Whether the compiled event loop was built with this installation."""
-    return _compiled_event_loop() is not None
+    return _compiled.available()
 
 
 def _run_compiled(function, trace: Trace, order: np.ndarray, scenario: Scenario):
     """Run the C loop on the admitted candidates; returns members and per-batch columns."""
-    import ctypes
-
     sched, gpu = scenario.scheduler, scenario.gpu
     count = len(order)
     decode_rate = np.array(gpu.decode_rate_table(sched.max_batch_size))
@@ -269,11 +240,7 @@ def _run_compiled(function, trace: Trace, order: np.ndarray, scenario: Scenario)
     members = np.empty(count, dtype=np.int64)
     sizes, kv, gpus = (np.empty(count, dtype=np.int64) for _ in range(3))
     start, finish, service = (np.empty(count, dtype=np.float64) for _ in range(3))
-
-    def pointer(array):
-        kind = ctypes.c_double if array.dtype == np.float64 else ctypes.c_int64
-        return array.ctypes.data_as(ctypes.POINTER(kind))
-
+    pointer = _compiled.pointer
     batches = function(count, *map(pointer, inputs), scenario.cluster.gpus,
                        sched.batch_window_s, sched.max_batch_size, gpu.kv_capacity_tokens,
                        gpu.prefill_tokens_per_s, pointer(decode_rate), pointer(members),

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._gc import paused_gc
 from .errors import InputError, reading
 
 TRACE_COLUMNS = ("arrival_s", "tenant_id", "prompt_tokens", "output_tokens", "priority_bid")
@@ -136,7 +137,7 @@ def read_trace(path: str | Path) -> Trace:
     million rows take about a second and little more memory than the columns themselves.
     """
     path = Path(path)
-    with reading(path, "trace"), open(path, encoding="utf-8-sig") as handle:
+    with reading(path, "trace"), open(path, encoding="utf-8-sig") as handle, paused_gc():
         return _read_trace_handle(handle, str(path), lambda: _reopen_csv(path))
 
 

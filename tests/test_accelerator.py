@@ -50,6 +50,7 @@ def test_compiled_and_python_loops_agree_exactly(gpus, max_batch, kv_gib, aging,
     trace = generate_trace(scenario.workload)
     python = simulate(scenario, trace, engine="python")
     compiled = simulate(scenario, trace, engine="compiled")
+    assert python.reason.tolist().count(1) > 0 or load < 2  # rate limits bind in loaded cases
     assert len(python.batch_size) > 100
     for name in COLUMNS:
         assert np.array_equal(getattr(python, name), getattr(compiled, name), equal_nan=True), \

@@ -147,3 +147,52 @@ def test_consume_columns_leaves_every_bucket_as_row_by_row_calls_would(rows, cut
     assert got.tolist() == expected
     for mine, theirs in zip(buckets, reference, strict=True):
         assert (mine.tokens, mine.last_update_s) == (theirs.tokens, theirs.last_update_s)
+
+
+def test_walking_in_slices_changes_nothing(monkeypatch):
+    import apslab.limiter as limiter_module
+
+    rng = np.random.default_rng(9)
+    n = 2000
+    tenants = rng.integers(0, 3, n)
+    times = np.sort(rng.uniform(0, 50, n))
+    costs = rng.integers(1, 300, n)
+    limits = [(30.0, 600.0), (400.0, 500.0), (5.0, 900.0)]
+    whole = consume_columns([TokenBucket(r, b) for r, b in limits], tenants, costs, times)
+    monkeypatch.setattr(limiter_module, "_WALK_SLICE", 7)
+    sliced_buckets = [TokenBucket(r, b) for r, b in limits]
+    sliced = consume_columns(sliced_buckets, tenants, costs, times, use_compiled=False)
+    reference = [TokenBucket(r, b) for r, b in limits]
+    expected = [reference[t].consume(int(c), float(s))
+                for t, c, s in zip(tenants, costs, times, strict=True)]
+    assert whole.tolist() == sliced.tolist() == expected
+    assert [(b.tokens, b.last_update_s) for b in sliced_buckets] == \
+        [(b.tokens, b.last_update_s) for b in reference]
+
+
+@pytest.mark.parametrize("use_compiled", [False, True])
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 30), st.integers(0, 900)),
+                  min_size=1, max_size=120),
+    cut=st.integers(0, 120),
+)
+def test_python_and_compiled_walks_match_row_by_row_consume(use_compiled, rows, cut):
+    from apslab import _compiled
+
+    if use_compiled and not _compiled.available():
+        pytest.skip("the compiled kernels are not built here")
+    limits = [(10.0, 100.0), (1000.0, 500.0), (3.0, 700.0), (50.0, 50.0)]
+    times = np.cumsum([gap for _, gap, _ in rows])
+    tenants = np.array([t for t, _, _ in rows])
+    costs = np.array([c for _, _, c in rows])
+    reference = [TokenBucket(r, b) for r, b in limits]
+    expected = [reference[t].consume(int(c), float(s))
+                for t, c, s in zip(tenants, costs, times, strict=True)]
+    buckets = [TokenBucket(r, b) for r, b in limits]
+    cut = min(cut, len(rows))
+    got = np.concatenate([
+        consume_columns(buckets, tenants[:cut], costs[:cut], times[:cut], use_compiled),
+        consume_columns(buckets, tenants[cut:], costs[cut:], times[cut:], use_compiled)])
+    assert got.tolist() == expected
+    for mine, theirs in zip(buckets, reference, strict=True):
+        assert (mine.tokens, mine.last_update_s) == (theirs.tokens, theirs.last_update_s)
