@@ -19,8 +19,10 @@ Semantics (the contract ``apslab simulate`` is checked against, request by reque
 * Static batching: every member of a batch starts when it forms and finishes after the GPU
   model's service time for the whole batch.
 
-The hot loop touches plain Python lists and the package's own components (token buckets, the
-lazy queue, the micro-batcher, the GPU model); everything per request outside it is numpy.
+The Python event loop touches plain Python lists and the package's own components (token
+buckets, the lazy queue, the micro-batcher, the GPU model); everything per request outside it is
+numpy. An optional compiled loop (apslab/_eventloop.c) runs the same rules bit-identically and is
+used automatically when built; the Python loop stays the reference (see ``simulate``'s engine).
 """
 
 from __future__ import annotations

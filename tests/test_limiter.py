@@ -127,28 +127,6 @@ def test_static_rejections_follow_the_contract_order():
                                 ADMITTED]
 
 
-@given(
-    rows=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40).map(lambda k: k / 8),
-                            st.integers(0, 700)), min_size=1, max_size=80),
-    cut=st.integers(0, 80),
-)
-def test_consume_columns_leaves_every_bucket_as_row_by_row_calls_would(rows, cut):
-    limits = [(10.0, 100.0), (1000.0, 500.0), (3.0, 700.0), (50.0, 50.0)]
-    times = np.cumsum([gap for _, gap, _ in rows])
-    tenants = np.array([t for t, _, _ in rows])
-    costs = np.array([c for _, _, c in rows])
-    reference = [TokenBucket(r, b) for r, b in limits]
-    expected = [reference[t].consume(int(c), float(s))
-                for t, c, s in zip(tenants, costs, times, strict=True)]
-    buckets = [TokenBucket(r, b) for r, b in limits]
-    cut = min(cut, len(rows))
-    got = np.concatenate([consume_columns(buckets, tenants[:cut], costs[:cut], times[:cut]),
-                          consume_columns(buckets, tenants[cut:], costs[cut:], times[cut:])])
-    assert got.tolist() == expected
-    for mine, theirs in zip(buckets, reference, strict=True):
-        assert (mine.tokens, mine.last_update_s) == (theirs.tokens, theirs.last_update_s)
-
-
 def test_walking_in_slices_changes_nothing(monkeypatch):
     import apslab.limiter as limiter_module
 
@@ -172,7 +150,10 @@ def test_walking_in_slices_changes_nothing(monkeypatch):
 
 @pytest.mark.parametrize("use_compiled", [False, True])
 @given(
-    rows=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 30), st.integers(0, 900)),
+    # Gaps on a 1/8 s grid make exact ties (equal times, refills of exactly burst_cap) likely.
+    rows=st.lists(st.tuples(st.integers(0, 3),
+                            st.one_of(st.integers(0, 40).map(lambda k: k / 8), st.floats(0, 30)),
+                            st.integers(0, 900)),
                   min_size=1, max_size=120),
     cut=st.integers(0, 120),
 )
