@@ -329,6 +329,13 @@ def machine_description() -> str:
             f"SimPy {simpy.__version__}")
 
 
+def _timing_table(first_column: str, rows: dict) -> list[str]:
+    lines = [f"| {first_column} | seconds | microseconds per request |", "| --- | --- | --- |"]
+    lines += [f"| {int(key):,} | {row['seconds']:.2f} | {row['us_per_request']:.2f} |"
+              for key, row in rows.items()]
+    return lines
+
+
 def render(results: dict) -> str:
     head, scale, queues = results["headline"], results["scaling"], results["pop_cost"]
     lines = [
@@ -366,22 +373,14 @@ def render(results: dict) -> str:
         "start-up, not work), then times the run (traces under 300,000 requests several times, "
         "keeping the median).",
         "",
-        "| requests | seconds | microseconds per request |",
-        "| --- | --- | --- |",
-    ]
-    for size, row in scale["by_size"].items():
-        lines.append(f"| {int(size):,} | {row['seconds']:.2f} | {row['us_per_request']:.2f} |")
-    lines += [
+        *_timing_table("requests", scale["by_size"]),
         "",
         f"Spread of time per request: {scale['size_spread']:.2f}x "
         f"(target <= {FLATNESS_LIMIT}x).",
         "",
-        f"| tenants ({scale['tenant_requests']:,} requests) | seconds | microseconds per "
-        "request |",
-        "| --- | --- | --- |",
+        *_timing_table(f"tenants ({scale['tenant_requests']:,} requests)",
+                       scale["by_tenants"]),
     ]
-    for count, row in scale["by_tenants"].items():
-        lines.append(f"| {int(count):,} | {row['seconds']:.2f} | {row['us_per_request']:.2f} |")
     lines += [
         "",
         f"Spread: {scale['tenant_spread']:.2f}x (target <= {FLATNESS_LIMIT}x).",

@@ -234,23 +234,19 @@ def test_queue_full_is_503_and_shutdown_answers_every_waiting_client():
     job = {"tenant_id": "A", "output_tokens": 100}  # 100 model s on the GPU
 
     async def go():
-        app = create_app(scenario, time_scale=1.0, drain_s=0.0)
-        sched = app.state.scheduler
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                running = asyncio.create_task(client.post("/infer", json=job))
-                await wait_until(lambda: sched.gpus_busy == 1)
-                waiting = [asyncio.create_task(client.post("/infer", json=job))
-                           for _ in range(2)]
-                await wait_until(lambda: len(sched.queue) == 2)
-                full = await client.post("/infer", json=job)
-                metrics = (await client.get("/metrics")).json()
-                await sched.shutdown(0.0)  # what the lifespan does on exit
-                late = await client.post("/infer", json=job)
-                health = await client.get("/healthz")
-                answers = await asyncio.wait_for(asyncio.gather(running, *waiting), 10)
-                final = (await client.get("/metrics")).json()
+        async with live(scenario, time_scale=1.0, drain_s=0.0) as (sched, client):
+            running = asyncio.create_task(client.post("/infer", json=job))
+            await wait_until(lambda: sched.gpus_busy == 1)
+            waiting = [asyncio.create_task(client.post("/infer", json=job))
+                       for _ in range(2)]
+            await wait_until(lambda: len(sched.queue) == 2)
+            full = await client.post("/infer", json=job)
+            metrics = (await client.get("/metrics")).json()
+            await sched.shutdown(0.0)  # what the lifespan does on exit
+            late = await client.post("/infer", json=job)
+            health = await client.get("/healthz")
+            answers = await asyncio.wait_for(asyncio.gather(running, *waiting), 10)
+            final = (await client.get("/metrics")).json()
         return full, metrics, late, health, answers, final
 
     full, metrics, late, health, answers, final = run(go())
@@ -274,20 +270,16 @@ def test_shutdown_finishes_what_completes_within_the_drain_and_503s_the_rest():
     job = {"tenant_id": "A", "output_tokens": 50}
 
     async def go():
-        app = create_app(scenario, time_scale=0.01, drain_s=0.75)
-        sched = app.state.scheduler
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                first = asyncio.create_task(client.post("/infer", json=job))
-                await wait_until(lambda: sched.gpus_busy == 1)
-                second = asyncio.create_task(client.post("/infer", json=job))
-                await wait_until(lambda: len(sched.queue) == 1)
-                await asyncio.sleep(0.1)
-                started = asyncio.get_running_loop().time()
-                await sched.shutdown(0.75)
-                took = asyncio.get_running_loop().time() - started
-                return await first, await second, took
+        async with live(scenario, time_scale=0.01, drain_s=0.75) as (sched, client):
+            first = asyncio.create_task(client.post("/infer", json=job))
+            await wait_until(lambda: sched.gpus_busy == 1)
+            second = asyncio.create_task(client.post("/infer", json=job))
+            await wait_until(lambda: len(sched.queue) == 1)
+            await asyncio.sleep(0.1)
+            started = asyncio.get_running_loop().time()
+            await sched.shutdown(0.75)
+            took = asyncio.get_running_loop().time() - started
+            return await first, await second, took
 
     first, second, took = run(go())
     assert first.status_code == 200
