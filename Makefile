@@ -39,7 +39,7 @@ test-browser: install
 
 ## notebooks: re-execute every notebook in place so stored outputs match the code
 notebooks: install
-	$(BIN)/python -m apslab.notebook_runner notebooks/*.ipynb
+	$(BIN)/python -m apslab.lab.notebook_runner notebooks/*.ipynb
 
 ## bench: speed and memory against the SimPy baseline; writes benchmarks/RESULTS.md
 bench: install

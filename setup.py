@@ -1,19 +1,19 @@
-"""Builds apslab's optional compiled event loop; all other metadata is in pyproject.toml.
+"""Builds apslab's optional compiled kernels; all other metadata is in pyproject.toml.
 
-The extension is optional: without a C compiler the build skips it and apslab uses its pure
-Python loop (same results, slower). See apslab/_eventloop.c.
+The extensions are optional: without a C compiler the build skips them and apslab uses its pure
+Python paths (same results, slower). See apslab/core/_bucket_walk.c and apslab/sim/_eventloop.c.
 """
 
 from setuptools import Extension, setup
 
+# Plain IEEE-754 doubles: the results must be bit-identical to the Python paths.
+STRICT_FLOATS = ["-O2", "-fno-fast-math", "-ffp-contract=off"]
+
 setup(
     ext_modules=[
-        Extension(
-            "apslab._eventloop",
-            ["apslab/_eventloop.c"],
-            optional=True,
-            # Plain IEEE-754 doubles: the results must be bit-identical to the Python loop.
-            extra_compile_args=["-O2", "-fno-fast-math", "-ffp-contract=off"],
-        )
+        Extension("apslab.core._bucket_walk", ["apslab/core/_bucket_walk.c"], optional=True,
+                  extra_compile_args=STRICT_FLOATS),
+        Extension("apslab.sim._eventloop", ["apslab/sim/_eventloop.c"], optional=True,
+                  extra_compile_args=STRICT_FLOATS),
     ]
 )

@@ -1,22 +1,53 @@
 """apslab: learn, analyse and plan multi-tenant LLM inference scheduling.
 
-The request path: per-tenant token bucket -> lazy-aging priority queue -> KV-bounded
-micro-batcher -> A100 model -> metrics. Every component takes the time as an argument, so the
-same objects serve the virtual-time simulator, the notebooks and a live server.
+The request path, one folder per concern (see docs/architecture.md):
+
+    core  limiter -> aging_queue -> batcher -> gpu / roofline -> metrics   (pure, clock-free)
+    io    scenario, trace, trace_formats, workload                        (what goes in)
+    sim   the virtual-time engines, their result, summary and writers
+    lab   experiments, plots, widgets, fits, datasets, exercises          (the notebooks)
+    plan  SLO search, sweeps, reports                                     (capacity planning)
+    serve the live FastAPI service, its load generator and widgets
+    cli   the ``apslab`` command, which only dispatches
+
+Every component takes the time as an argument, so the same objects serve the virtual-time
+simulator, the notebooks and a live server. The names below are what notebooks and scripts
+use; ``plots``, ``fit``, ``widgets``, ``exercises`` and ``datasets`` are the lab's modules,
+imported on first use.
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from .aging_queue import EagerAgingQueue, LazyAgingQueue, effective_priority, static_priority_key
-from .batcher import MicroBatcher
-from .errors import InputError
-from .gpu import GPUModel
-from .limiter import TenantLimits, TenantManager, TokenBucket
-from .metrics import jain_fairness, latency_stats, summarize
-from .scenario import Scenario, load_scenario, parse_scenario
-from .simulator import SimulationResult, simulate
-from .trace import Trace, read_trace, write_trace
-from .workload import generate_trace
+from ._version import __version__  # noqa: F401  (apslab.__version__)
+from .core.aging_queue import (  # noqa: E402
+    EagerAgingQueue,
+    LazyAgingQueue,
+    effective_priority,
+    static_priority_key,
+)
+from .core.batcher import MicroBatcher  # noqa: E402
+from .core.gpu import GPUModel  # noqa: E402
+from .core.limiter import TenantLimits, TenantManager, TokenBucket  # noqa: E402
+from .core.metrics import jain_fairness, latency_stats  # noqa: E402
+from .io.errors import InputError  # noqa: E402
+from .io.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
+from .io.trace import Trace, read_trace, write_trace  # noqa: E402
+from .io.workload import generate_trace  # noqa: E402
+from .sim.result import SimulationResult  # noqa: E402
+from .sim.static import simulate  # noqa: E402
+from .sim.summary import summarize  # noqa: E402
+
+_LAB_MODULES = ("datasets", "exercises", "fit", "plots", "widgets")
+
+
+def __getattr__(name: str):
+    """``apslab.lab.plots`` and the other lab modules, imported when first asked for."""
+    if name in _LAB_MODULES:
+        return importlib.import_module(f"apslab.lab.{name}")
+    if name == "lab":
+        return importlib.import_module("apslab.lab")
+    raise AttributeError(f"module 'apslab' has no attribute {name!r}")
+
 
 __all__ = [
     "EagerAgingQueue",

@@ -37,9 +37,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from apslab.scenario import parse_scenario  # noqa: E402
-from apslab.trace import write_trace  # noqa: E402
-from apslab.workload import generate_trace  # noqa: E402
+from apslab.io.scenario import parse_scenario  # noqa: E402
+from apslab.io.trace import write_trace  # noqa: E402
+from apslab.io.workload import generate_trace  # noqa: E402
 
 SEED = 20261129
 SPEED_TARGET = 3.0
@@ -261,7 +261,7 @@ def scaling(workdir: Path, sizes: list[int], tenant_counts: list[int], tenant_re
 
 def pop_cost(lengths: list[int], pops: int, seed: int = SEED) -> dict:
     """Microseconds per pop (with a push to keep the length) for both aging queues."""
-    from apslab.aging_queue import EagerAgingQueue, LazyAgingQueue
+    from apslab.core.aging_queue import EagerAgingQueue, LazyAgingQueue
 
     rng = np.random.default_rng(seed)
     results: dict[str, dict[int, float]] = {"lazy": {}, "eager": {}}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from apslab.scenario import Scenario, parse_scenario
-from apslab.trace import Trace
+from apslab.io.scenario import Scenario, parse_scenario
+from apslab.io.trace import Trace
 
 
 def make_scenario(tenants=(("A", 100.0, 2000.0),), gpu=None, scheduler=None, cluster=None,

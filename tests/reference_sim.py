@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from apslab.aging_queue import LazyAgingQueue
-from apslab.limiter import REASON_NAMES, TokenBucket
-from apslab.scenario import Scenario
-from apslab.trace import Trace
+from apslab.core.aging_queue import LazyAgingQueue
+from apslab.core.limiter import REASON_NAMES, TokenBucket
+from apslab.io.scenario import Scenario
+from apslab.io.trace import Trace
 
 
 def reference_simulate(scenario: Scenario, trace: Trace) -> dict:

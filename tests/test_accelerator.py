@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import make_scenario
 
-from apslab.simulator import compiled_engine_available, simulate
-from apslab.workload import generate_trace
+from apslab.io.workload import generate_trace
+from apslab.sim.static import compiled_engine_available, simulate
 
 needs_compiled = pytest.mark.skipif(not compiled_engine_available(),
                                     reason="the compiled event loop is not built here")
@@ -60,7 +60,7 @@ def test_compiled_and_python_loops_agree_exactly(gpus, max_batch, kv_gib, aging,
 
 @needs_compiled
 def test_auto_uses_the_compiled_loop_and_the_python_loop_for_queue_limits(monkeypatch):
-    import apslab.simulator as simulator_module
+    import apslab.sim.static as simulator_module
 
     calls = []
     original = simulator_module._run_compiled

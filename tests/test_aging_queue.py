@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apslab.aging_queue import (
+from apslab.core.aging_queue import (
     EagerAgingQueue,
     LazyAgingQueue,
     effective_priority,

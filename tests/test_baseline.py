@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apslab.cli import main as apslab_main
-from apslab.trace import write_trace
+from apslab.io.trace import write_trace
 
 spec = importlib.util.spec_from_file_location("simpy_baseline",
                                               ROOT / "benchmarks" / "simpy_baseline.py")

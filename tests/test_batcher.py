@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apslab.aging_queue import EagerAgingQueue, LazyAgingQueue
-from apslab.batcher import MicroBatcher
+from apslab.core.aging_queue import EagerAgingQueue, LazyAgingQueue
+from apslab.core.batcher import MicroBatcher
 
 
 def fill(queue, requests):

@@ -28,8 +28,8 @@ import pytest
 from conftest import ROOT
 from helpers import make_scenario
 
-from apslab.simulator import simulate
-from apslab.workload import generate_trace
+from apslab.io.workload import generate_trace
+from apslab.sim.static import simulate
 
 DECODE_RATE = 1000.0  # tokens/s, one request alone
 MEAN_OUTPUT = 1000  # tokens

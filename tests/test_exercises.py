@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit
 
-from apslab import exercises
+from apslab.lab import exercises
 
 
 def not_written(*_args):

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from apslab import fit
-from apslab.datasets import load_a100_decode_throughput
-from apslab.roofline import A100_40GB, A100_80GB_SXM, LLAMA2_7B, Roofline
-from apslab.scenario import parse_scenario
+from apslab.core.roofline import A100_40GB, A100_80GB_SXM, LLAMA2_7B, Roofline
+from apslab.io.scenario import parse_scenario
+from apslab.lab import fit
+from apslab.lab.datasets import load_a100_decode_throughput
 
 BATCH = np.array([1, 2, 4, 8, 16, 32, 64], dtype=np.float64)
 
@@ -93,7 +93,8 @@ def test_r_squared_of_a_perfect_and_a_flat_prediction():
 
 def test_llama2_constants_match_the_published_config():
     assert LLAMA2_7B.params == 6_738_415_616  # the 6.74 B of the model card
-    assert LLAMA2_7B.kv_bytes_per_token == 524_288  # = apslab.gpu's LLAMA2_7B_KV_BYTES_PER_TOKEN
+    # = apslab.core.gpu.LLAMA2_7B_KV_BYTES_PER_TOKEN
+    assert LLAMA2_7B.kv_bytes_per_token == 524_288
     assert LLAMA2_7B.weight_bytes == 2 * LLAMA2_7B.params
 
 

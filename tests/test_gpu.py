@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from apslab.gpu import LLAMA2_7B_KV_BYTES_PER_TOKEN, GPUModel
+from apslab.core.gpu import LLAMA2_7B_KV_BYTES_PER_TOKEN, GPUModel
 
 
 def test_seed_defaults():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import DATA, SHARED_DATA
 
-from apslab.datasets import A100_DECODE_COLUMNS, load_a100_decode_throughput
-from apslab.errors import InputError
+from apslab.io.errors import InputError
+from apslab.lab.datasets import A100_DECODE_COLUMNS, load_a100_decode_throughput
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apslab import lab
-from apslab.aging_queue import EagerAgingQueue
-from apslab.limiter import TokenBucket
-from apslab.scenario import load_scenario
-from apslab.workload import generate_trace
+from apslab.core.aging_queue import EagerAgingQueue
+from apslab.core.limiter import TokenBucket
+from apslab.io.scenario import load_scenario
+from apslab.io.workload import generate_trace
+from apslab.lab import experiments as lab
 
 # --------------------------------------------------------------------------------------------
 # 00

@@ -1,4 +1,4 @@
-"""The README's fit table is what apslab.fit computes from the published data today."""
+"""The README's fit table is what apslab.lab.fit computes from the published data today."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 from conftest import ROOT
 
-from apslab import fit
-from apslab.datasets import load_a100_decode_throughput
+from apslab.lab import fit
+from apslab.lab.datasets import load_a100_decode_throughput
 
 
 def test_readme_fit_table_is_current():

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apslab.limiter import (
+from apslab.core.limiter import (
     ADMITTED,
     EXCEEDS_BURST,
     EXCEEDS_KV_CAPACITY,
@@ -128,7 +128,7 @@ def test_static_rejections_follow_the_contract_order():
 
 
 def test_walking_in_slices_changes_nothing(monkeypatch):
-    import apslab.limiter as limiter_module
+    import apslab.core.limiter as limiter_module
 
     rng = np.random.default_rng(9)
     n = 2000
@@ -158,9 +158,9 @@ def test_walking_in_slices_changes_nothing(monkeypatch):
     cut=st.integers(0, 120),
 )
 def test_python_and_compiled_walks_match_row_by_row_consume(use_compiled, rows, cut):
-    from apslab import _compiled
+    from apslab.core.limiter import compiled_walk
 
-    if use_compiled and not _compiled.available():
+    if use_compiled and compiled_walk() is None:
         pytest.skip("the compiled kernels are not built here")
     limits = [(10.0, 100.0), (1000.0, 500.0), (3.0, 700.0), (50.0, 50.0)]
     times = np.cumsum([gap for _, gap, _ in rows])

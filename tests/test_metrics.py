@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apslab.metrics import (
+from apslab.core.metrics import (
     cost_per_million_tokens,
     gpu_utilization,
     jain_fairness,
@@ -51,7 +51,7 @@ def test_throughput_utilisation_and_cost():
 @given(st.lists(st.tuples(st.integers(0, 6), st.floats(0, 1e4)), max_size=300),
        st.sampled_from([0, 1, 37.5, 50, 95, 99, 100]))
 def test_grouped_percentile_is_numpys_percentile_per_group(rows, q):
-    from apslab.metrics import grouped_percentile
+    from apslab.core.metrics import grouped_percentile
 
     groups = np.array([g for g, _ in rows], dtype=np.int64)
     values = np.array([v for _, v in rows], dtype=np.float64)
@@ -62,7 +62,7 @@ def test_grouped_percentile_is_numpys_percentile_per_group(rows, q):
 
 
 def test_grouped_percentile_on_clustered_values():
-    from apslab.metrics import grouped_percentile
+    from apslab.core.metrics import grouped_percentile
 
     rng = np.random.default_rng(3)
     groups = rng.integers(0, 50, 20_000)

@@ -10,8 +10,8 @@ import pytest
 from conftest import DATA, ROOT
 from helpers import make_scenario, make_trace
 
-from apslab.errors import InputError
-from apslab.planning import (
+from apslab.io.errors import InputError
+from apslab.plan.search import (
     SLO,
     STATUS_FAILS_AT_MIN,
     STATUS_HOLDS_AT_MAX,
@@ -25,7 +25,7 @@ from apslab.planning import (
     probe_metrics,
     search_max_load,
 )
-from apslab.sweep import SerialExecutor, process_pool
+from apslab.plan.sweep import SerialExecutor, process_pool
 
 SYNTHETIC = DATA / "azure_synthetic"
 
@@ -231,7 +231,7 @@ def test_plan_checks_slo_paths_before_running():
 
 
 def test_plan_of_a_generated_workload_scales_arrival_rates(example_scenario_path):
-    from apslab.scenario import load_scenario
+    from apslab.io.scenario import load_scenario
 
     scenario = load_scenario(example_scenario_path)
     plan = plan_capacity(scenario, None, [parse_slo("queue_wait_s.p99<=5")], [1, 2],

@@ -8,9 +8,9 @@ import pytest
 from conftest import DATA, ROOT
 from helpers import make_scenario, make_trace
 
-from apslab.errors import InputError
-from apslab.planning import SearchSettings, parse_slo, plan_capacity
-from apslab.planning_app import (
+from apslab.io.errors import InputError
+from apslab.plan.search import SearchSettings, parse_slo, plan_capacity
+from apslab.plan.study import (
     PlanExplorer,
     describe_inputs,
     fairness_figure,
@@ -22,7 +22,7 @@ from apslab.planning_app import (
     operating_point,
     rate_limit_study,
 )
-from apslab.sweep import SerialExecutor
+from apslab.plan.sweep import SerialExecutor
 
 SYNTHETIC = DATA / "azure_synthetic"
 NOTEBOOK = ROOT / "notebooks" / "06_capacity_planning.ipynb"
@@ -148,7 +148,7 @@ def notebook():
 
 
 def test_notebook_has_a_parameters_cell_naming_what_the_report_passes():
-    from apslab.report import NOTEBOOK_DEFAULT_GPUS, report_parameters
+    from apslab.plan.report import NOTEBOOK_DEFAULT_GPUS, report_parameters
 
     cells = [c for c in notebook().cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1

@@ -1,4 +1,4 @@
-"""apslab.plots: every artist shows exactly the data it was given."""
+"""apslab.lab.plots: every artist shows exactly the data it was given."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from apslab import fit, lab, plots
-from apslab.datasets import load_a100_decode_throughput
-from apslab.scenario import load_scenario
-from apslab.workload import generate_trace
+from apslab.io.scenario import load_scenario
+from apslab.io.workload import generate_trace
+from apslab.lab import appkit, fit, plots
+from apslab.lab import experiments as lab
+from apslab.lab.datasets import load_a100_decode_throughput
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def fits():
 def test_new_figure_has_the_grid_and_renders_png():
     figure = plots.new_figure(2, 3)
     assert len(figure.axes) == 6
-    assert plots.png_bytes(figure).startswith(b"\x89PNG\r\n\x1a\n")
+    assert appkit.png_bytes(figure).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_waits_and_outcomes_per_tenant(example_result):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import make_scenario
 
-from apslab.simulator import simulate
-from apslab.workload import generate_trace
+from apslab.io.workload import generate_trace
+from apslab.sim.static import simulate
 
 MEAN_OUTPUT = 128  # tokens: E[S] = 1 s at 128 tokens/s
 P = 1 / MEAN_OUTPUT

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from conftest import DATA, ROOT
 
-from apslab.errors import InputError
-from apslab.report import report_parameters
+from apslab.io.errors import InputError
+from apslab.plan.report import report_parameters
 
 SYNTHETIC = DATA / "azure_synthetic"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from apslab.errors import InputError
-from apslab.scenario import load_scenario, parse_scenario
+from apslab.io.errors import InputError
+from apslab.io.scenario import load_scenario, parse_scenario
 
 GOOD = """
 [gpu]

@@ -21,9 +21,9 @@ from helpers import make_scenario, make_trace
 from prometheus_client.parser import text_string_to_metric_families
 
 from apslab.cli import main as cli_main
-from apslab.scenario import parse_scenario
-from apslab.service import LiveScheduler, create_app, start_in_thread
-from apslab.simulator import simulate
+from apslab.io.scenario import parse_scenario
+from apslab.serve.service import LiveScheduler, create_app, start_in_thread
+from apslab.sim.static import simulate
 
 RESPONSE_KEYS = {"request_id", "tenant_id", "queue_wait_ms", "latency_ms", "batch_id",
                  "batch_size", "prompt_tokens", "output_tokens", "arrival_s", "gpu"}
@@ -570,7 +570,7 @@ def test_metrics_cover_a_bounded_window_of_recent_requests():
 
 
 def test_bad_settings_are_input_errors():
-    from apslab.errors import InputError
+    from apslab.io.errors import InputError
 
     scenario = make_scenario()
     for kwargs in ({"time_scale": 0}, {"time_scale": float("nan")}, {"drain_s": -1.0}):
@@ -645,7 +645,7 @@ def test_start_in_thread_serves_on_a_free_loopback_port_and_stops():
 
 def fabricated(rows, time_scale=1.0):
     """A LoadResult from (tenant, prompt, output, status, arrival_s, batch_id, batch_size)."""
-    from apslab.service_load import LoadResult
+    from apslab.serve.load import LoadResult
 
     bodies, status, payloads = [], [], []
     for i, (tenant, prompt, output, code, arrival, batch_id, size) in enumerate(rows):
@@ -664,7 +664,7 @@ def fabricated(rows, time_scale=1.0):
 
 
 def test_the_bucket_check_finds_a_tenant_admitted_beyond_its_bucket():
-    from apslab.service_load import bucket_violations
+    from apslab.serve.load import bucket_violations
 
     scenario = make_scenario(tenants=(("A", 100.0, 1000.0),))
     fine = fabricated([("A", 700, 100, 200, 0.0, 0, 2), ("A", 700, 100, 200, 7.0, 0, 2),
@@ -676,7 +676,7 @@ def test_the_bucket_check_finds_a_tenant_admitted_beyond_its_bucket():
 
 
 def test_the_batch_check_finds_oversized_and_inconsistent_batches():
-    from apslab.service_load import batch_violations
+    from apslab.serve.load import batch_violations
 
     scenario = make_scenario(tenants=(("A", 1e6, 1e6),), gpu={"kv_cache_gib": 1.0},
                              scheduler={"max_batch_size": 2})
@@ -692,7 +692,7 @@ def test_the_batch_check_finds_oversized_and_inconsistent_batches():
 
 
 def test_the_burst_widget_sends_bursts_and_redraws():
-    from apslab.service_app import LiveBurstApp, live_traffic_figure
+    from apslab.serve.widgets import LiveBurstApp, live_traffic_figure
 
     scenario = make_scenario(tenants=(("A", 100.0, 1000.0), ("B", 1e5, 1e5)), gpu=FAST_GPU)
     with start_in_thread(scenario, time_scale=0.01) as service:
@@ -740,7 +740,7 @@ def test_the_readme_example_is_what_the_service_answers():
 
 
 def test_the_retry_after_exercise_accepts_the_service_and_names_the_mistakes():
-    from apslab.service_app import (
+    from apslab.serve.widgets import (
         RETRY_AFTER_CASES,
         check_retry_after,
         reference_retry_after,

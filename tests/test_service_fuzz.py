@@ -18,7 +18,7 @@ from helpers import make_scenario
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apslab.service import start_in_thread
+from apslab.serve.service import start_in_thread
 
 KV_CAPACITY_GIB = 1.0  # 2048 tokens
 TENANTS = (("A", 1e9, 1500.0), ("B", 1e9, 5000.0))

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from apslab.scenario import load_scenario
-from apslab.service_load import (
+from apslab.io.scenario import load_scenario
+from apslab.serve.load import (
     batch_violations,
     bucket_violations,
     format_figures,

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reference_sim import reference_simulate
 
-from apslab.simulator import compiled_engine_available, simulate
+from apslab.sim.static import compiled_engine_available, simulate
 
 
 def fates(result):

@@ -10,10 +10,10 @@ import pytest
 from conftest import DATA, ROOT
 from helpers import make_scenario, make_trace
 
-from apslab.errors import InputError
-from apslab.scenario import load_scenario
-from apslab.simulator import simulate
-from apslab.sweep import (
+from apslab.io.errors import InputError
+from apslab.io.scenario import load_scenario
+from apslab.io.trace_formats import TenantAssignment, read_azure_trace
+from apslab.plan.sweep import (
     SerialExecutor,
     base_rps,
     flatten,
@@ -28,7 +28,7 @@ from apslab.sweep import (
     write_rows_csv,
     write_rows_json,
 )
-from apslab.trace_formats import TenantAssignment, read_azure_trace
+from apslab.sim.static import simulate
 
 SYNTHETIC = DATA / "azure_synthetic"
 GRID = {"scheduler.max_batch_size": [1, 8], "cluster.gpus": [1, 2], "load": [0.05, 0.1]}
@@ -197,7 +197,7 @@ def test_sweep_command_writes_one_row_per_run(tmp_path, example_scenario_path,
     # the rows are the same runs `apslab simulate` makes
     scenario = load_scenario(example_scenario_path).with_overrides(
         {"scheduler.max_batch_size": 16, "cluster.gpus": 2, "tenants.rate_limit": 1000})
-    from apslab.trace import read_trace
+    from apslab.io.trace import read_trace
 
     direct = simulate(scenario, read_trace(example_trace_path)).summary()
     assert float(rows[-1]["latency_s.p95"]) == direct["latency_s"]["p95"]

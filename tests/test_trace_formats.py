@@ -10,10 +10,9 @@ import pytest
 from conftest import DATA, ROOT, SHARED_DATA
 from helpers import make_scenario
 
-from apslab.errors import InputError
-from apslab.scenario import load_scenario
-from apslab.simulator import simulate
-from apslab.trace_formats import (
+from apslab.io.errors import InputError
+from apslab.io.scenario import load_scenario
+from apslab.io.trace_formats import (
     PROFILES_FILE,
     QUANTILE_LEVELS,
     TenantAssignment,
@@ -33,6 +32,7 @@ from apslab.trace_formats import (
     trace_statistics,
     write_synthetic_traces,
 )
+from apslab.sim.static import simulate
 
 SYNTHETIC = DATA / "azure_synthetic"
 PUBLISHED = SHARED_DATA / "azure-llm-2023"
@@ -307,13 +307,13 @@ def test_data_readme_shows_the_statistics_the_code_computes():
 
 def test_regeneration_command_writes_the_traces(tmp_path):
     shutil.copy(SYNTHETIC / PROFILES_FILE, tmp_path / PROFILES_FILE)
-    proc = subprocess.run([sys.executable, "-m", "apslab.trace_formats", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "apslab.io.trace_formats", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "| requests |" in proc.stdout
     assert (tmp_path / synthetic_file_name("conv")).read_bytes() == \
         (SYNTHETIC / synthetic_file_name("conv")).read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "apslab.trace_formats", "--out",
+    proc = subprocess.run([sys.executable, "-m", "apslab.io.trace_formats", "--out",
                            str(tmp_path / "missing")], capture_output=True, text=True)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
@@ -364,7 +364,7 @@ def test_azure_format_needs_a_trace():
 
 @needs_published
 def test_main_readme_shows_published_next_to_synthetic_statistics():
-    from apslab.trace_formats import statistics_table
+    from apslab.io.trace_formats import statistics_table
 
     table = {}
     for name in ("code", "conv"):

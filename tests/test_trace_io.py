@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from apslab.errors import InputError
-from apslab.trace import Trace, parse_trace_text, read_trace, write_trace
+from apslab.io.errors import InputError
+from apslab.io.trace import Trace, parse_trace_text, read_trace, write_trace
 
 HEADER = "arrival_s,tenant_id,prompt_tokens,output_tokens,priority_bid\n"
 
@@ -22,7 +22,7 @@ def test_round_trip_is_exact(tmp_path):
 
 
 def test_reads_many_chunks_and_reports_lines_across_them(tmp_path, monkeypatch):
-    import apslab.trace as trace_module
+    import apslab.io.trace as trace_module
 
     monkeypatch.setattr(trace_module, "_CHUNK_BYTES", 64)
     rows = "".join(f"{i}.5,t{i % 3},{i},{2 * i},1\n" for i in range(300))

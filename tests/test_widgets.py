@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apslab import fit, lab
-from apslab.widgets import (
+from apslab.lab import experiments as lab
+from apslab.lab import fit
+from apslab.lab.widgets import (
     AgingApp,
     BatchingApp,
     FairnessApp,

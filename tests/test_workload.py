@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from helpers import make_scenario
 
-from apslab.workload import generate_trace
+from apslab.io.workload import generate_trace
 
 
 def scenario(rate_b=2.0):

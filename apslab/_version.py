@@ -1,0 +1,3 @@
+"""apslab's version, in a module of its own so that any part of the package can report it."""
+
+__version__ = "0.1.0"

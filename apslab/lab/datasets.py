@@ -1,0 +1,179 @@
+"""Published A100 measurements, loaded strictly into numpy columns.
+
+``data/a100_decode_throughput.csv`` holds decode throughputs read from public benchmarks (each
+row names its source; ``data/SOURCES.md`` cites them). The lab notebooks fit the seed's
+``128 * (a + b*sqrt(B))`` curve and a roofline to these rows, so a malformed row must stop the
+analysis with the file and line named rather than quietly shift a fitted parameter.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io.errors import InputError, reading
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+A100_DECODE_CSV = DATA_DIR / "a100_decode_throughput.csv"
+
+A100_DECODE_COLUMNS = ("source", "model", "gpu", "precision", "input_len", "output_len",
+                       "batch_size", "decode_tokens_per_s", "notes")
+_INTEGER_COLUMNS = ("input_len", "output_len", "batch_size")
+
+
+@dataclass(frozen=True)
+class DecodeMeasurements:
+    """Rows of published throughput measurements, one numpy column per field.
+
+    ``decode_only`` is True where the publication measured the decode phase alone (prefill
+    excluded); elsewhere the time includes prefill. ``variant`` separates configurations a source
+    published side by side (optimum-benchmark's fp16, fp16+bt and fp16+fa2); it is "" otherwise.
+    """
+
+    source: np.ndarray
+    model: np.ndarray
+    gpu: np.ndarray
+    precision: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+    batch_size: np.ndarray
+    decode_tokens_per_s: np.ndarray
+    notes: np.ndarray
+    decode_only: np.ndarray
+    variant: np.ndarray
+    path: str = "<measurements>"
+
+    def __len__(self) -> int:
+        return len(self.batch_size)
+
+    def sources(self) -> list[str]:
+        """Source names in the order they first appear in the file."""
+        return list(dict.fromkeys(self.source.tolist()))
+
+    def where(self, mask: np.ndarray) -> DecodeMeasurements:
+        """The rows where ``mask`` is True, in file order."""
+        mask = np.asarray(mask, dtype=bool)
+        fields = {name: getattr(self, name)[mask] for name in _ARRAY_FIELDS}
+        return DecodeMeasurements(**fields, path=self.path)
+
+    def select(self, source: str | None = None, model_contains: str | None = None,
+               variant: str | None = None, input_len: int | None = None,
+               output_len: int | None = None) -> DecodeMeasurements:
+        """Rows matching every given criterion (``model_contains`` is case-insensitive)."""
+        mask = np.ones(len(self), dtype=bool)
+        if source is not None:
+            if source not in self.sources():
+                raise KeyError(f"{self.path}: no source {source!r}; sources: "
+                               f"{', '.join(self.sources())}")
+            mask &= self.source == source
+        if model_contains is not None:
+            needle = model_contains.lower()
+            mask &= np.array([needle in m.lower() for m in self.model.tolist()], dtype=bool)
+        if variant is not None:
+            mask &= self.variant == variant
+        if input_len is not None:
+            mask &= self.input_len == input_len
+        if output_len is not None:
+            mask &= self.output_len == output_len
+        return self.where(mask)
+
+    def series_keys(self) -> list[tuple[str, str, str, int, int]]:
+        """Distinct (source, model, variant, input_len, output_len), in file order.
+
+        Within one series only the batch size changes, which is what a throughput-versus-batch
+        curve needs.
+        """
+        keys = zip(self.source.tolist(), self.model.tolist(), self.variant.tolist(),
+                   self.input_len.tolist(), self.output_len.tolist(), strict=True)
+        return list(dict.fromkeys(keys))
+
+    def series(self, key: tuple[str, str, str, int, int]) -> DecodeMeasurements:
+        source, model, variant, input_len, output_len = key
+        return self.where((self.source == source) & (self.model == model)
+                          & (self.variant == variant) & (self.input_len == input_len)
+                          & (self.output_len == output_len))
+
+
+_ARRAY_FIELDS = ("source", "model", "gpu", "precision", "input_len", "output_len", "batch_size",
+                 "decode_tokens_per_s", "notes", "decode_only", "variant")
+
+
+def _variant(notes: str) -> str:
+    for part in notes.split(";"):
+        part = part.strip()
+        if part.startswith("experiment="):
+            return part.removeprefix("experiment=")
+    return ""
+
+
+def load_a100_decode_throughput(path: str | Path | None = None) -> DecodeMeasurements:
+    """Read the published A100 throughput table (default: ``data/a100_decode_throughput.csv``).
+
+    Every field is checked: the header must be exactly :data:`A100_DECODE_COLUMNS`, lengths and
+    batch sizes are positive integers (input length may be 1), throughputs finite and > 0, and
+    no source, model or notes field is empty. Problems raise InputError naming file and line.
+    """
+    path = Path(path) if path is not None else A100_DECODE_CSV
+    columns: dict[str, list] = {name: [] for name in A100_DECODE_COLUMNS}
+    with reading(path, "measurements"), path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise InputError(f"{path}: empty file, expected the header "
+                             f"{','.join(A100_DECODE_COLUMNS)}")
+        if tuple(header) != A100_DECODE_COLUMNS:
+            raise InputError(f"{path} line 1: header must be {','.join(A100_DECODE_COLUMNS)}, "
+                             f"got {','.join(header)}")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(A100_DECODE_COLUMNS):
+                raise InputError(f"{path} line {line}: expected {len(A100_DECODE_COLUMNS)} "
+                                 f"fields, got {len(row)}")
+            for name, text in zip(A100_DECODE_COLUMNS, row, strict=True):
+                columns[name].append(_parse_field(path, line, name, text))
+    if not columns["source"]:
+        raise InputError(f"{path}: no data rows")
+    notes = columns["notes"]
+    return DecodeMeasurements(
+        source=np.array(columns["source"], dtype=object),
+        model=np.array(columns["model"], dtype=object),
+        gpu=np.array(columns["gpu"], dtype=object),
+        precision=np.array(columns["precision"], dtype=object),
+        input_len=np.array(columns["input_len"], dtype=np.int64),
+        output_len=np.array(columns["output_len"], dtype=np.int64),
+        batch_size=np.array(columns["batch_size"], dtype=np.int64),
+        decode_tokens_per_s=np.array(columns["decode_tokens_per_s"], dtype=np.float64),
+        notes=np.array(notes, dtype=object),
+        decode_only=np.array(["prefill excluded" in n for n in notes], dtype=bool),
+        variant=np.array([_variant(n) for n in notes], dtype=object),
+        path=str(path),
+    )
+
+
+def _parse_field(path: Path, line: int, name: str, text: str):
+    if name in _INTEGER_COLUMNS:
+        try:
+            value = int(text)
+        except ValueError:
+            raise InputError(f"{path} line {line}: {name} must be a whole number, "
+                             f"got {text!r}") from None
+        if value < 1:
+            raise InputError(f"{path} line {line}: {name} must be >= 1, got {value}")
+        return value
+    if name == "decode_tokens_per_s":
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"{path} line {line}: {name} must be a number, got {text!r}") \
+                from None
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{path} line {line}: {name} must be finite and > 0, got {text!r}")
+        return value
+    if not text.strip():
+        raise InputError(f"{path} line {line}: {name} is empty (every row keeps its citation)")
+    return text
