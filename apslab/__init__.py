@@ -34,7 +34,7 @@ from .io.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
 from .io.trace import Trace, read_trace, write_trace  # noqa: E402
 from .io.workload import generate_trace  # noqa: E402
 from .sim.result import SimulationResult  # noqa: E402
-from .sim.static import simulate  # noqa: E402
+from .sim.run import simulate  # noqa: E402
 from .sim.summary import summarize  # noqa: E402
 
 _LAB_MODULES = ("datasets", "exercises", "fit", "plots", "widgets")

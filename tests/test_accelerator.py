@@ -7,7 +7,8 @@ import pytest
 from helpers import make_scenario
 
 from apslab.io.workload import generate_trace
-from apslab.sim.static import compiled_engine_available, simulate
+from apslab.sim.static import compiled_engine_available
+from apslab.sim.static import simulate_static as simulate
 
 needs_compiled = pytest.mark.skipif(not compiled_engine_available(),
                                     reason="the compiled event loop is not built here")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_sim import reference_simulate
 
-from apslab.sim.static import simulate
+from apslab.sim.run import simulate
 
 
 @st.composite

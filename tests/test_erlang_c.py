@@ -29,7 +29,7 @@ from conftest import ROOT
 from helpers import make_scenario
 
 from apslab.io.workload import generate_trace
-from apslab.sim.static import simulate
+from apslab.sim.run import simulate
 
 DECODE_RATE = 1000.0  # tokens/s, one request alone
 MEAN_OUTPUT = 1000  # tokens

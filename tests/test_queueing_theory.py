@@ -9,7 +9,7 @@ import pytest
 from helpers import make_scenario
 
 from apslab.io.workload import generate_trace
-from apslab.sim.static import simulate
+from apslab.sim.run import simulate
 
 MEAN_OUTPUT = 128  # tokens: E[S] = 1 s at 128 tokens/s
 P = 1 / MEAN_OUTPUT

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apslab.cli import main as cli_main
 from apslab.io.scenario import parse_scenario
 from apslab.serve.service import LiveScheduler, create_app, start_in_thread
-from apslab.sim.static import simulate
+from apslab.sim.run import simulate
 
 RESPONSE_KEYS = {"request_id", "tenant_id", "queue_wait_ms", "latency_ms", "batch_id",
                  "batch_size", "prompt_tokens", "output_tokens", "arrival_s", "gpu"}

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reference_sim import reference_simulate
 
-from apslab.sim.static import compiled_engine_available, simulate
+from apslab.sim.static import compiled_engine_available
+from apslab.sim.static import simulate_static as simulate
 
 
 def fates(result):

@@ -28,7 +28,7 @@ from apslab.plan.sweep import (
     write_rows_csv,
     write_rows_json,
 )
-from apslab.sim.static import simulate
+from apslab.sim.run import simulate
 
 SYNTHETIC = DATA / "azure_synthetic"
 GRID = {"scheduler.max_batch_size": [1, 8], "cluster.gpus": [1, 2], "load": [0.05, 0.1]}

@@ -32,7 +32,7 @@ from apslab.io.trace_formats import (
     trace_statistics,
     write_synthetic_traces,
 )
-from apslab.sim.static import simulate
+from apslab.sim.run import simulate
 
 SYNTHETIC = DATA / "azure_synthetic"
 PUBLISHED = SHARED_DATA / "azure-llm-2023"

@@ -1,11 +1,17 @@
-"""The GPU model: the seed's A100 with separate prefill and decode phases and sqrt batching.
+"""The two GPU models the engines cost work with, side by side.
 
-A batch of B requests is served statically (all finish together) in
+* :class:`GPUModel`, the seed's A100 with separate prefill and decode phases and sqrt batching:
+  a static batch of B requests is served (all finish together) in
 
-    sum(prompt_tokens) / prefill_tokens_per_s
-      + sum(output_tokens) / (decode_tokens_per_s * (a + b * sqrt(B)))
+      sum(prompt_tokens) / prefill_tokens_per_s
+        + sum(output_tokens) / (decode_tokens_per_s * (a + b * sqrt(B)))
 
-seconds, where (a, b) = batch_speedup. The KV cache bounds how many tokens a batch may hold.
+  seconds, where (a, b) = batch_speedup. The KV cache bounds how many tokens a batch may hold.
+* :class:`RooflineGPU`, the roofline cost model of one model iteration (memory and FLOP roofs,
+  achieved fractions of each, a fixed cost per iteration; see
+  :class:`apslab.core.roofline.IterationCost`), which the continuous engine uses for every
+  iteration and the static engine for a static batch's prefill and decode iterations. Its KV
+  cache is handed out in blocks.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .roofline import LLAMA2_7B, IterationCost, TransformerModel
 
 # Llama-2-7B at fp16: K and V (2) x 32 layers x hidden 4096 x 2 bytes.
 LLAMA2_7B_KV_BYTES_PER_TOKEN = 2 * 32 * 4096 * 2
@@ -84,3 +92,63 @@ def _sqrt(x):
     if isinstance(x, (int, float, np.integer, np.floating)):
         return math.sqrt(x)
     return np.sqrt(np.asarray(x, dtype=np.float64))
+
+
+# Achieved fractions of the A100 80GB SXM's roofs and the fixed cost of one iteration, fitted by
+# apslab.sim.calibration to every published Llama-2-7B figure measured on an A100 with a serving
+# engine (lmdeploy, NeMo/TensorRT-LLM and TensorRT-LLM throughputs; lmdeploy's and
+# TensorRT-LLM's single-request first-token latencies), rounded to three significant digits.
+# Data: data/a100_decode_throughput.csv and data/a100_first_token_latency.csv, sources in
+# data/SOURCES.md; tests/test_calibration.py re-runs the fit and checks these values. The
+# bandwidth fraction ends on its bound of 1: the per-iteration overhead absorbs what the
+# memory roof alone does not explain.
+A100_ETA_BANDWIDTH = 1.0
+A100_ETA_FLOPS = 0.556
+A100_OVERHEAD_S = 0.00512
+
+
+@dataclass(frozen=True)
+class RooflineGPU:
+    """A GPU as the roofline costs it; defaults are an A100 80GB SXM serving Llama-2-7B.
+
+    ``kv_bytes_per_token`` defaults to the model's own (2 x layers x kv_dim x bytes per
+    parameter: 524,288 for Llama-2-7B at fp16, the seed's value).
+    """
+
+    name: str = "A100"
+    hbm_bytes_per_s: float = 2.039e12
+    peak_flops: float = 312e12
+    eta_bandwidth: float = A100_ETA_BANDWIDTH
+    eta_flops: float = A100_ETA_FLOPS
+    overhead_s: float = A100_OVERHEAD_S
+    kv_cache_gib: float = 32.0
+    kv_bytes_per_token: int = 0  # 0: the model's
+    price_per_hour: float = 3.0
+    model: TransformerModel = LLAMA2_7B
+
+    def __post_init__(self) -> None:
+        if not self.kv_bytes_per_token:
+            object.__setattr__(self, "kv_bytes_per_token", self.model.kv_bytes_per_token)
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """How many tokens fit in the KV cache at once (as for the sqrt model)."""
+        return math.floor(self.kv_cache_gib * 2**30 / self.kv_bytes_per_token)
+
+    def total_blocks(self, block_size: int) -> int:
+        """KV blocks per GPU: floor(kv_capacity_tokens / block_size), where kv_capacity_tokens is
+        floor(kv_cache_gib * 2^30 / kv_bytes_per_token)."""
+        return self.kv_capacity_tokens // block_size
+
+    def iteration_cost(self) -> IterationCost:
+        """The per-iteration cost model, its integer constants and its two rates formed once."""
+        m = self.model
+        return IterationCost(
+            weight_bytes=m.weight_bytes,
+            kv_bytes_per_token=self.kv_bytes_per_token,
+            matmul_flops_per_token=2 * m.matmul_params,
+            attention_flops_per_pair=4 * m.hidden * m.layers,
+            bandwidth=self.eta_bandwidth * self.hbm_bytes_per_s,
+            flop_rate=self.eta_flops * self.peak_flops,
+            overhead_s=self.overhead_s,
+        )

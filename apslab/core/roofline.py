@@ -218,3 +218,74 @@ def _columns(batch_size, input_len, output_len, decode_only):
         np.asarray(batch_size, dtype=np.float64), np.asarray(input_len, dtype=np.int64),
         np.asarray(output_len, dtype=np.int64), np.asarray(decode_only, dtype=bool))
     return tuple(np.atleast_1d(column) for column in columns)
+
+
+# ----------------------------------------------------------------------------------------------
+# The continuous engine's cost model: one model iteration, in exact integers, on a GPU's roofs
+
+
+def attention_term(computed: int, new: int) -> int:
+    """``n*c + n*(n+1)/2``: query-key pairs of ``new`` tokens attending causally to ``computed``
+    earlier ones and to each other (an exact integer: n*(n+1) is even)."""
+    return new * computed + new * (new + 1) // 2
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """The duration of one model iteration, as the continuous engine (and a static batch on the
+    roofline) costs it:
+
+        moved = weight_bytes + kv_bytes_per_token * sum(c + n)
+        flops = 2 * matmul_params * sum(n) + 4 * hidden * layers * sum(n*c + n*(n+1)/2)
+        seconds = overhead_s + max(moved / (eta_bandwidth * hbm_bytes_per_s),
+                                   flops / (eta_flops * peak_flops))
+
+    over the requests scheduled in the iteration (``c`` tokens already computed, ``n`` computed
+    now). Both sums are exact integers, divided once; each ``eta * roof`` is one float, formed
+    once here, so every engine (Python, compiled, live) gets bit-identical durations.
+    """
+
+    weight_bytes: int
+    kv_bytes_per_token: int
+    matmul_flops_per_token: int  # 2 * matmul_params
+    attention_flops_per_pair: int  # 4 * hidden * layers
+    bandwidth: float  # eta_bandwidth * hbm_bytes_per_s
+    flop_rate: float  # eta_flops * peak_flops
+    overhead_s: float
+
+    def work(self, context_tokens: int, new_tokens: int, attention_pairs: int) -> tuple[int, int]:
+        """(bytes moved, FLOPs) of an iteration with ``sum(c + n)``, ``sum(n)`` and
+        ``sum(n*c + n*(n+1)/2)`` over its scheduled requests."""
+        return (self.weight_bytes + self.kv_bytes_per_token * context_tokens,
+                self.matmul_flops_per_token * new_tokens
+                + self.attention_flops_per_pair * attention_pairs)
+
+    def seconds(self, moved: int, flops: int) -> float:
+        """overhead_s + the slower roof."""
+        memory_s = moved / self.bandwidth
+        compute_s = flops / self.flop_rate
+        return self.overhead_s + (compute_s if compute_s > memory_s else memory_s)
+
+    def static_batch_seconds(self, prompt_tokens: list[int], max_output_tokens: int) -> float:
+        """A static batch on the roofline: one prefill iteration of every prompt (no token
+        budget), then ``max_output_tokens - 1`` decode iterations of the whole batch; the
+        iterations' durations are added in order.
+
+        In decode iteration j (1-based) every member computes one token with c = P + j - 1, so
+        sum(c + n) = sum(P) + B*j and sum(n*c + n*(n+1)/2) = sum(P) + B*j as well.
+        """
+        batch = len(prompt_tokens)
+        prompts = sum(prompt_tokens)
+        pairs = sum(p * (p + 1) // 2 for p in prompt_tokens)
+        first = self.seconds(*self.work(prompts, prompts, pairs))
+        if max_output_tokens <= 1:
+            return first
+        # The decode iterations as int64 columns (exact), divided and compared elementwise with
+        # the same IEEE operations as seconds(); np.add.accumulate adds strictly left to right,
+        # so the total is bit-identical to adding the durations one by one.
+        context = prompts + batch * np.arange(1, max_output_tokens, dtype=np.int64)
+        memory_s = (self.weight_bytes + self.kv_bytes_per_token * context) / self.bandwidth
+        compute_s = (self.matmul_flops_per_token * batch
+                     + self.attention_flops_per_pair * context) / self.flop_rate
+        durations = self.overhead_s + np.maximum(memory_s, compute_s)
+        return float(np.add.accumulate(np.concatenate(([first], durations)))[-1])

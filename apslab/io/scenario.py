@@ -21,8 +21,10 @@ try:  # tomli's compiled wheels parse a ten-thousand-tenant scenario 2.5x faster
 except ImportError:  # pragma: no cover - the same parser, pure Python, in the standard library
     import tomllib as toml_reader
 
-from ..core.gpu import GPUModel
+from ..core.gpu import GPUModel, RooflineGPU
 from ..core.limiter import TenantLimits
+from ..core.policies import POLICIES
+from ..core.roofline import LLAMA2_7B, TransformerModel
 from .errors import InputError, reading
 
 TOKEN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
@@ -35,18 +37,41 @@ TOKEN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
 _CLIP_KEYS = ("min", "max")
 
 
+BATCHING_MODES = ("static", "continuous")
+GPU_MODELS = ("sqrt", "roofline")
+# Keys that only mean something in one engine or one GPU model: anywhere else they are errors.
+STATIC_ONLY_KEYS = ("max_batch_size",)
+CONTINUOUS_ONLY_KEYS = ("max_num_seqs", "max_num_batched_tokens", "block_size")
+SQRT_ONLY_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s", "batch_speedup")
+ROOFLINE_ONLY_KEYS = ("hbm_bytes_per_s", "peak_flops", "eta_bandwidth", "eta_flops", "overhead_s")
+VTC_KEYS = ("vtc_input_weight", "vtc_output_weight")
+MODEL_KEYS = ("name", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab",
+              "bytes_per_param")
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Micro-batching and queueing rules."""
+    """Batching and queueing rules: the static engine's micro-batches or continuous batching."""
 
+    batching: str = "static"
     batch_window_ms: float = 10.0
-    max_batch_size: int = 16
+    max_batch_size: int = 16  # static batching
     aging_per_s: float = 0.0
     max_queue_length: int | None = None  # None = unlimited
+    max_num_seqs: int = 256  # continuous batching: running requests per GPU
+    max_num_batched_tokens: int = 2048  # continuous batching: token budget per iteration
+    block_size: int = 16  # continuous batching: KV cache block, in tokens
+    policy: str = "priority"  # who goes next: priority (bids and aging), fcfs or vtc
+    vtc_input_weight: float = 1.0  # VTC: service counted per prompt token
+    vtc_output_weight: float = 2.0  # VTC: service counted per output token
 
     @property
     def batch_window_s(self) -> float:
         return self.batch_window_ms / 1000
+
+    @property
+    def continuous(self) -> bool:
+        return self.batching == "continuous"
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,7 @@ class TenantConfig:
     rate_limit: float
     burst_cap: float
     priority_bid: float = 1.0
+    share: float = 1.0  # the VTC policy's weight of this tenant's service
 
     def limits(self) -> TenantLimits:
         return TenantLimits(self.id, self.rate_limit, self.burst_cap)
@@ -112,7 +138,7 @@ class WorkloadConfig:
 
 @dataclass(frozen=True)
 class Scenario:
-    gpu: GPUModel = field(default_factory=GPUModel)
+    gpu: GPUModel | RooflineGPU = field(default_factory=GPUModel)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     tenants: tuple[TenantConfig, ...] = ()
@@ -124,31 +150,19 @@ class Scenario:
 
     def to_dict(self) -> dict[str, Any]:
         """The scenario as the dict (and TOML) structure ``parse_scenario`` reads."""
-        g = self.gpu
         out: dict[str, Any] = {
-            "gpu": {
-                "name": g.name,
-                "prefill_tokens_per_s": g.prefill_tokens_per_s,
-                "decode_tokens_per_s": g.decode_tokens_per_s,
-                "batch_speedup": list(g.batch_speedup),
-                "kv_cache_gib": g.kv_cache_gib,
-                "kv_bytes_per_token": g.kv_bytes_per_token,
-                "price_per_hour": g.price_per_hour,
-            },
-            "scheduler": {
-                "batch_window_ms": self.scheduler.batch_window_ms,
-                "max_batch_size": self.scheduler.max_batch_size,
-                "aging_per_s": self.scheduler.aging_per_s,
-            },
+            "gpu": gpu_to_dict(self.gpu, self.scheduler),
+            "scheduler": scheduler_to_dict(self.scheduler),
             "cluster": {"gpus": self.cluster.gpus},
             "tenants": [
                 {"id": t.id, "rate_limit": t.rate_limit, "burst_cap": t.burst_cap,
-                 "priority_bid": t.priority_bid}
+                 "priority_bid": t.priority_bid,
+                 **({"share": t.share} if self.scheduler.policy == "vtc" else {})}
                 for t in self.tenants
             ],
         }
-        if self.scheduler.max_queue_length is not None:
-            out["scheduler"]["max_queue_length"] = self.scheduler.max_queue_length
+        if isinstance(self.gpu, RooflineGPU) and self.gpu.model != LLAMA2_7B:
+            out["model"] = model_to_dict(self.gpu.model)
         if self.workload is not None:
             w = self.workload
             out["workload"] = {
@@ -186,6 +200,9 @@ class Scenario:
         data = self.to_dict()
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, self.source)
+        if any(key in overrides for key in ("scheduler.batching", "scheduler.policy",
+                                            "gpu.model")):
+            _drop_inapplicable_defaults(data)
         return parse_scenario(data, source=self.source)
 
     def scaled_load(self, multiplier: float) -> Scenario:
@@ -247,6 +264,97 @@ def dump_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gpu_to_dict(gpu: GPUModel | RooflineGPU, scheduler: SchedulerConfig) -> dict[str, Any]:
+    """The ``[gpu]`` table of a scenario: every key of its GPU model (``model`` only when it is
+    not the default for the engine)."""
+    if isinstance(gpu, GPUModel):
+        out: dict[str, Any] = {"name": gpu.name}
+        if scheduler.continuous:
+            out["model"] = "sqrt"
+        out.update({
+            "prefill_tokens_per_s": gpu.prefill_tokens_per_s,
+            "decode_tokens_per_s": gpu.decode_tokens_per_s,
+            "batch_speedup": list(gpu.batch_speedup),
+            "kv_cache_gib": gpu.kv_cache_gib,
+            "kv_bytes_per_token": gpu.kv_bytes_per_token,
+            "price_per_hour": gpu.price_per_hour,
+        })
+        return out
+    out = {"name": gpu.name}
+    if not scheduler.continuous:
+        out["model"] = "roofline"
+    out.update({
+        "hbm_bytes_per_s": gpu.hbm_bytes_per_s,
+        "peak_flops": gpu.peak_flops,
+        "eta_bandwidth": gpu.eta_bandwidth,
+        "eta_flops": gpu.eta_flops,
+        "overhead_s": gpu.overhead_s,
+        "kv_cache_gib": gpu.kv_cache_gib,
+    })
+    if gpu.kv_bytes_per_token != gpu.model.kv_bytes_per_token:
+        out["kv_bytes_per_token"] = gpu.kv_bytes_per_token
+    out["price_per_hour"] = gpu.price_per_hour
+    return out
+
+
+def scheduler_to_dict(scheduler: SchedulerConfig) -> dict[str, Any]:
+    """The ``[scheduler]`` table: the keys of its engine (``batching`` only when continuous)."""
+    out: dict[str, Any] = {}
+    if scheduler.continuous:
+        out["batching"] = "continuous"
+    if scheduler.policy != "priority":
+        out["policy"] = scheduler.policy
+    out["batch_window_ms"] = scheduler.batch_window_ms
+    if scheduler.continuous:
+        out.update({"max_num_seqs": scheduler.max_num_seqs,
+                    "max_num_batched_tokens": scheduler.max_num_batched_tokens,
+                    "block_size": scheduler.block_size})
+    else:
+        out["max_batch_size"] = scheduler.max_batch_size
+    if scheduler.policy == "priority":
+        out["aging_per_s"] = scheduler.aging_per_s
+    if scheduler.policy == "vtc":
+        out["vtc_input_weight"] = scheduler.vtc_input_weight
+        out["vtc_output_weight"] = scheduler.vtc_output_weight
+    if scheduler.max_queue_length is not None:
+        out["max_queue_length"] = scheduler.max_queue_length
+    return out
+
+
+def model_to_dict(model: TransformerModel) -> dict[str, Any]:
+    """The ``[model]`` table."""
+    return {key: getattr(model, key) for key in MODEL_KEYS}
+
+
+def _drop_inapplicable_defaults(data: dict[str, Any]) -> None:
+    """After an override switches the engine or the GPU model, forget the other one's keys that
+    only hold their defaults (to_dict wrote them out); a key set to anything else stays and is
+    reported by the validation as having no effect."""
+    sched, gpu = data.get("scheduler", {}), data.get("gpu", {})
+    continuous = sched.get("batching", "static") == "continuous"
+    model = gpu.get("model", "roofline" if continuous else "sqrt")
+    defaults_sched, sqrt, roofline = SchedulerConfig(), GPUModel(), RooflineGPU()
+    policy = sched.get("policy", "priority")
+    inapplicable = list(CONTINUOUS_ONLY_KEYS if not continuous else STATIC_ONLY_KEYS)
+    inapplicable += [] if policy == "vtc" else list(VTC_KEYS)
+    inapplicable += [] if policy == "priority" else ["aging_per_s"]
+    for key in inapplicable:
+        if key in sched and sched[key] == getattr(defaults_sched, key):
+            del sched[key]
+    if policy != "vtc":
+        for tenant in data.get("tenants", []):
+            if tenant.get("share") == 1.0:
+                del tenant["share"]
+    for key in ROOFLINE_ONLY_KEYS if model == "sqrt" else SQRT_ONLY_KEYS:
+        default = getattr(sqrt if key in SQRT_ONLY_KEYS else roofline, key)
+        if key in gpu and gpu[key] == (list(default) if isinstance(default, tuple) else default):
+            del gpu[key]
+    if model == "roofline" and continuous and gpu.get("model") == "roofline":
+        del gpu["model"]
+    if model == "sqrt" and not continuous and gpu.get("model") == "sqrt":
+        del gpu["model"]
+
+
 # --------------------------------------------------------------------------------------------
 # Loading and validation
 
@@ -267,54 +375,15 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
                    ) -> Scenario:
     """Validate a scenario given as a dict (the parsed TOML)."""
     v = _Validator(source, text)
-    v.keys(data, ("gpu", "scheduler", "cluster", "tenants", "workload"), "", top_level=True)
-
-    gpu_table = v.table(data, "gpu", "")
-    defaults = GPUModel()
-    v.keys(gpu_table, ("name", "prefill_tokens_per_s", "decode_tokens_per_s", "batch_speedup",
-                       "kv_cache_gib", "kv_bytes_per_token", "price_per_hour"), "[gpu]")
-    name = gpu_table.get("name", defaults.name)
-    if not isinstance(name, str):
-        v.fail("[gpu]", "name", f"must be a string, got {name!r}")
-    speedup = gpu_table.get("batch_speedup", list(defaults.batch_speedup))
-    if (not isinstance(speedup, list) or len(speedup) != 2
-            or not all(_is_number(x) and math.isfinite(x) for x in speedup)):
-        v.fail("[gpu]", "batch_speedup", f"must be a list of two numbers [a, b], got {speedup!r}")
-    a, b = float(speedup[0]), float(speedup[1])
-    if b < 0 or a + b <= 0:
-        v.fail("[gpu]", "batch_speedup",
-               f"needs b >= 0 and a + b > 0 so every batch decodes at a positive rate, "
-               f"got {speedup!r}")
-    gpu = GPUModel(
-        name=name,
-        prefill_tokens_per_s=v.number(gpu_table, "prefill_tokens_per_s", "[gpu]",
-                                      defaults.prefill_tokens_per_s, positive=True),
-        decode_tokens_per_s=v.number(gpu_table, "decode_tokens_per_s", "[gpu]",
-                                     defaults.decode_tokens_per_s, positive=True),
-        batch_speedup=(a, b),
-        kv_cache_gib=v.number(gpu_table, "kv_cache_gib", "[gpu]", defaults.kv_cache_gib,
-                              positive=True),
-        kv_bytes_per_token=v.integer(gpu_table, "kv_bytes_per_token", "[gpu]",
-                                     defaults.kv_bytes_per_token, minimum=1),
-        price_per_hour=v.number(gpu_table, "price_per_hour", "[gpu]", defaults.price_per_hour,
-                                minimum=0.0),
-    )
+    v.keys(data, ("gpu", "model", "scheduler", "cluster", "tenants", "workload"), "",
+           top_level=True)
 
     sched_table = v.table(data, "scheduler", "")
-    v.keys(sched_table, ("batch_window_ms", "max_batch_size", "aging_per_s", "max_queue_length"),
-           "[scheduler]")
-    sd = SchedulerConfig()
-    max_queue = sched_table.get("max_queue_length")
-    scheduler = SchedulerConfig(
-        batch_window_ms=v.number(sched_table, "batch_window_ms", "[scheduler]",
-                                 sd.batch_window_ms, minimum=0.0),
-        max_batch_size=v.integer(sched_table, "max_batch_size", "[scheduler]", sd.max_batch_size,
-                                 minimum=1),
-        aging_per_s=v.number(sched_table, "aging_per_s", "[scheduler]", sd.aging_per_s,
-                             minimum=0.0),
-        max_queue_length=None if max_queue is None else v.integer(
-            sched_table, "max_queue_length", "[scheduler]", None, minimum=1),
-    )
+    v.keys(sched_table, ("batching", "policy", "batch_window_ms", "max_batch_size",
+                         "aging_per_s", "max_queue_length", *CONTINUOUS_ONLY_KEYS,
+                         *VTC_KEYS), "[scheduler]")
+    scheduler = _parse_scheduler(v, sched_table)
+    gpu = _parse_gpu(v, v.table(data, "gpu", ""), data, scheduler)
 
     cluster_table = v.table(data, "cluster", "")
     v.keys(cluster_table, ("gpus",), "[cluster]")
@@ -329,7 +398,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
     seen: dict[str, int] = {}
     for index, raw in enumerate(tenants_raw, start=1):
         where = f"[[tenants]] #{index}"
-        v.keys(raw, ("id", "rate_limit", "burst_cap", "priority_bid"), where, occurrence=index)
+        v.keys(raw, ("id", "rate_limit", "burst_cap", "priority_bid", "share"), where,
+               occurrence=index)
         tenant_id = v.tenant_id(raw, where, index)
         where = f"[[tenants]] #{index} (id {tenant_id!r})"
         if tenant_id in seen:
@@ -341,12 +411,158 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
             rate_limit=v.number(raw, "rate_limit", where, None, positive=True, occurrence=index),
             burst_cap=v.number(raw, "burst_cap", where, None, positive=True, occurrence=index),
             priority_bid=v.number(raw, "priority_bid", where, 1.0, minimum=0.0, occurrence=index),
+            share=v.number(raw, "share", where, 1.0, positive=True, occurrence=index),
         ))
+        if "share" in raw and scheduler.policy != "vtc":
+            v.fail(where, "share", f"has no effect with policy = {scheduler.policy!r} (a share "
+                                   "weighs a tenant's service under policy = \"vtc\")",
+                   occurrence=index)
 
     workload = None
     if "workload" in data:
         workload = _parse_workload(v, data["workload"], {t.id: t for t in tenants})
     return Scenario(gpu, scheduler, cluster, tuple(tenants), workload, source)
+
+
+def _parse_scheduler(v: _Validator, table: dict) -> SchedulerConfig:
+    sd = SchedulerConfig()
+    batching = table.get("batching", sd.batching)
+    if batching not in BATCHING_MODES:
+        v.fail("[scheduler]", "batching", f"must be one of {', '.join(map(repr, BATCHING_MODES))}, "
+                                          f"got {batching!r}")
+    continuous = batching == "continuous"
+    for key in STATIC_ONLY_KEYS if continuous else CONTINUOUS_ONLY_KEYS:
+        if key in table:
+            v.fail("[scheduler]", key, f"has no effect with batching = {batching!r}"
+                   + (" (continuous batching is bounded by max_num_seqs, "
+                      "max_num_batched_tokens and the KV blocks)" if continuous else
+                      " (it is a continuous-batching key; set batching = \"continuous\")"))
+    policy = table.get("policy", sd.policy)
+    if policy not in POLICIES:
+        v.fail("[scheduler]", "policy", f"must be one of {', '.join(map(repr, POLICIES))}, "
+                                        f"got {policy!r}")
+    if policy != "vtc":
+        for key in VTC_KEYS:
+            if key in table:
+                v.fail("[scheduler]", key, f"has no effect with policy = {policy!r}")
+    if policy != "priority" and "aging_per_s" in table:
+        v.fail("[scheduler]", "aging_per_s", f"has no effect with policy = {policy!r} (bids "
+                                             "and aging only order the priority policy)")
+    max_queue = table.get("max_queue_length")
+    where = "[scheduler]"
+    return SchedulerConfig(
+        policy=policy,
+        vtc_input_weight=v.number(table, "vtc_input_weight", where, sd.vtc_input_weight,
+                                  minimum=0.0),
+        vtc_output_weight=v.number(table, "vtc_output_weight", where, sd.vtc_output_weight,
+                                   minimum=0.0),
+        batching=batching,
+        batch_window_ms=v.number(table, "batch_window_ms", where, sd.batch_window_ms, minimum=0.0),
+        max_batch_size=v.integer(table, "max_batch_size", where, sd.max_batch_size, minimum=1),
+        aging_per_s=v.number(table, "aging_per_s", where, sd.aging_per_s, minimum=0.0),
+        max_queue_length=None if max_queue is None else v.integer(
+            table, "max_queue_length", where, None, minimum=1),
+        max_num_seqs=v.integer(table, "max_num_seqs", where, sd.max_num_seqs, minimum=1),
+        max_num_batched_tokens=v.integer(table, "max_num_batched_tokens", where,
+                                         sd.max_num_batched_tokens, minimum=1),
+        block_size=v.integer(table, "block_size", where, sd.block_size, minimum=1),
+    )
+
+
+def _parse_gpu(v: _Validator, table: dict, data: dict, scheduler: SchedulerConfig
+               ) -> GPUModel | RooflineGPU:
+    v.keys(table, ("name", "model", *SQRT_ONLY_KEYS, *ROOFLINE_ONLY_KEYS, "kv_cache_gib",
+                   "kv_bytes_per_token", "price_per_hour"), "[gpu]")
+    model = table.get("model", "roofline" if scheduler.continuous else "sqrt")
+    if model not in GPU_MODELS:
+        v.fail("[gpu]", "model", f"must be one of {', '.join(map(repr, GPU_MODELS))}, "
+                                 f"got {model!r}")
+    if model == "sqrt" and scheduler.continuous:
+        v.fail("[gpu]", "model", "'sqrt' cannot cost continuous batching: the seed's curve "
+                                 "prices whole static batches, not iterations (use 'roofline')")
+    for key in ROOFLINE_ONLY_KEYS if model == "sqrt" else SQRT_ONLY_KEYS:
+        if key in table:
+            v.fail("[gpu]", key, f"has no effect with model = {model!r}")
+    if model == "sqrt" and "model" in data:
+        v.fail("", "model", "has no effect with [gpu] model = 'sqrt' (the served model's shape "
+                            "is what the roofline costs)")
+    name = table.get("name", "A100")
+    if not isinstance(name, str):
+        v.fail("[gpu]", "name", f"must be a string, got {name!r}")
+    if model == "sqrt":
+        return _parse_sqrt_gpu(v, table, name)
+    defaults = RooflineGPU()
+    served = _parse_model(v, data.get("model", {}))
+    where = "[gpu]"
+    eta = {}
+    for key in ("eta_bandwidth", "eta_flops"):
+        eta[key] = v.number(table, key, where, getattr(defaults, key), positive=True)
+        if eta[key] > 1:
+            v.fail(where, key, f"is a fraction of the datasheet roof and must be <= 1, "
+                               f"got {eta[key]!r}")
+    return RooflineGPU(
+        name=name,
+        hbm_bytes_per_s=v.number(table, "hbm_bytes_per_s", where, defaults.hbm_bytes_per_s,
+                                 positive=True),
+        peak_flops=v.number(table, "peak_flops", where, defaults.peak_flops, positive=True),
+        eta_bandwidth=eta["eta_bandwidth"],
+        eta_flops=eta["eta_flops"],
+        overhead_s=v.number(table, "overhead_s", where, defaults.overhead_s, minimum=0.0),
+        kv_cache_gib=v.number(table, "kv_cache_gib", where, defaults.kv_cache_gib,
+                              positive=True),
+        kv_bytes_per_token=v.integer(table, "kv_bytes_per_token", where,
+                                     served.kv_bytes_per_token, minimum=1),
+        price_per_hour=v.number(table, "price_per_hour", where, defaults.price_per_hour,
+                                minimum=0.0),
+        model=served,
+    )
+
+
+def _parse_sqrt_gpu(v: _Validator, table: dict, name: str) -> GPUModel:
+    defaults = GPUModel()
+    speedup = table.get("batch_speedup", list(defaults.batch_speedup))
+    if (not isinstance(speedup, list) or len(speedup) != 2
+            or not all(_is_number(x) and math.isfinite(x) for x in speedup)):
+        v.fail("[gpu]", "batch_speedup", f"must be a list of two numbers [a, b], got {speedup!r}")
+    a, b = float(speedup[0]), float(speedup[1])
+    if b < 0 or a + b <= 0:
+        v.fail("[gpu]", "batch_speedup",
+               f"needs b >= 0 and a + b > 0 so every batch decodes at a positive rate, "
+               f"got {speedup!r}")
+    return GPUModel(
+        name=name,
+        prefill_tokens_per_s=v.number(table, "prefill_tokens_per_s", "[gpu]",
+                                      defaults.prefill_tokens_per_s, positive=True),
+        decode_tokens_per_s=v.number(table, "decode_tokens_per_s", "[gpu]",
+                                     defaults.decode_tokens_per_s, positive=True),
+        batch_speedup=(a, b),
+        kv_cache_gib=v.number(table, "kv_cache_gib", "[gpu]", defaults.kv_cache_gib,
+                              positive=True),
+        kv_bytes_per_token=v.integer(table, "kv_bytes_per_token", "[gpu]",
+                                     defaults.kv_bytes_per_token, minimum=1),
+        price_per_hour=v.number(table, "price_per_hour", "[gpu]", defaults.price_per_hour,
+                                minimum=0.0),
+    )
+
+
+def _parse_model(v: _Validator, table: Any) -> TransformerModel:
+    """The ``[model]`` table: the served transformer's shape (default Llama-2-7B)."""
+    if not isinstance(table, dict):
+        v.fail("", "model", f"must be a table ([model]), got {table!r}")
+    v.keys(table, MODEL_KEYS, "[model]")
+    d = LLAMA2_7B
+    name = table.get("name", d.name if not table else "custom")
+    if not isinstance(name, str) or not name.strip():
+        v.fail("[model]", "name", f"must be a non-empty string, got {name!r}")
+    sizes = {key: v.integer(table, key, "[model]", getattr(d, key), minimum=1)
+             for key in MODEL_KEYS[1:]}
+    if sizes["kv_heads"] > sizes["heads"] or sizes["heads"] % sizes["kv_heads"]:
+        v.fail("[model]", "kv_heads", f"must divide heads ({sizes['heads']}), "
+                                      f"got {sizes['kv_heads']}")
+    if sizes["hidden"] % sizes["heads"]:
+        v.fail("[model]", "heads", f"must divide hidden ({sizes['hidden']}), "
+                                   f"got {sizes['heads']}")
+    return TransformerModel(name=name, **sizes)
 
 
 def _parse_workload(v: _Validator, table: Any, tenants: dict[str, TenantConfig]) -> WorkloadConfig:

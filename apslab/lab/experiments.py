@@ -28,7 +28,7 @@ from ..io.scenario import Scenario, load_scenario
 from ..io.trace import Trace, read_trace
 from ..io.workload import generate_trace
 from ..sim.result import SimulationResult
-from ..sim.static import simulate
+from ..sim.run import simulate
 from .datasets import DATA_DIR
 
 SCENARIOS_DIR = DATA_DIR / "scenarios"

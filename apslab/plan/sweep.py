@@ -29,7 +29,7 @@ from ..io.errors import InputError
 from ..io.scenario import Scenario
 from ..io.trace import Trace, atomic_writer, csv_field
 from ..io.workload import generate_trace
-from ..sim.static import simulate
+from ..sim.run import simulate
 
 LOAD_KEY = "load"
 DERIVED_METRICS = ("offered_rps", "rejected_fraction")

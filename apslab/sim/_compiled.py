@@ -38,3 +38,9 @@ def library() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether the compiled event loop was built with this installation."""
     return library() is not None
+
+
+def continuous_loop():
+    """The compiled continuous-batching loop as a ctypes function, or None when not built."""
+    lib = library()
+    return getattr(lib, "apslab_run_continuous", None) if lib is not None else None

@@ -18,9 +18,9 @@ from ..io.errors import InputError
 from ..io.scenario import load_scenario
 from ..io.trace import write_trace
 from .result import SimulationResult
-from .static import simulate
+from .run import simulate
 from .summary import format_summary
-from .writers import write_requests, write_summary
+from .writers import write_iterations, write_requests, write_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_trace_arguments(sim)
     sim.add_argument("--summary", metavar="SUMMARY.json", help="write the summary metrics here")
     sim.add_argument("--requests", metavar="REQUESTS.csv", help="write one row per request here")
+    sim.add_argument("--iterations", metavar="ITER.csv",
+                     help="continuous batching: write one row per model iteration here")
     sim.add_argument("--seed", type=int, default=None,
                      help="seed for the generated workload (default: the [workload] seed, else 0; "
                           "a --trace has no randomness, so it ignores this)")
@@ -63,16 +65,22 @@ def warn_unknown_tenants(result: SimulationResult, stderr=None) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     check_distinct_paths({"scenario": args.scenario, "--trace": args.trace},
-                         {"--summary": args.summary, "--requests": args.requests})
+                         {"--summary": args.summary, "--requests": args.requests,
+                          "--iterations": args.iterations})
     scenario = load_scenario(args.scenario)
+    if args.iterations and not scenario.scheduler.continuous:
+        raise InputError(f"--iterations needs [scheduler] batching = \"continuous\" "
+                         f"({scenario.source} runs static batches; --requests lists them)")
     trace = load_trace_for(scenario, args)
-    result = simulate(scenario, trace)
+    result = simulate(scenario, trace, keep_iterations=bool(args.iterations))
     warn_unknown_tenants(result)
     summary = result.summary()
     if args.requests:
         write_requests(args.requests, result)
     if args.summary:
         write_summary(args.summary, summary)
+    if args.iterations:
+        write_iterations(args.iterations, result.iteration_log)
     if not args.quiet:
         source = f"--trace {args.trace}" if args.trace else "(generated workload)"
         print(format_summary(summary, title=f"apslab simulate {args.scenario} {source}"))

@@ -37,6 +37,7 @@ import numpy as np
 from ..core._gc import paused_gc
 from ..core.aging_queue import LazyAgingQueue, static_priority_key
 from ..core.batcher import MicroBatcher
+from ..core.gpu import RooflineGPU
 from ..core.limiter import (
     ADMITTED,
     QUEUE_FULL,
@@ -51,9 +52,9 @@ from . import _compiled
 from .result import SimulationResult
 
 
-def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
-             engine: str = "auto") -> SimulationResult:
-    """Run ``trace`` through ``scenario`` in virtual time and return every request's fate.
+def simulate_static(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
+                    engine: str = "auto") -> SimulationResult:
+    """Run ``trace`` through the static engine in virtual time; every request's fate.
 
     ``engine`` picks the event loop and the token-bucket walk: "python" (the readable
     reference), "compiled" (the optional C kernels, apslab/sim/_eventloop.c, bit-identical and
@@ -65,6 +66,11 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
     """
     if engine not in ("auto", "python", "compiled"):
         raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
+    if scenario.scheduler.continuous:
+        raise ValueError("simulate_static needs [scheduler] batching = \"static\"; "
+                         "apslab.simulate runs either engine")
+    if scenario.scheduler.policy != "priority":
+        raise NotImplementedError("the static engine runs policy = \"priority\" only")
     gpu_model = scenario.gpu
     sched = scenario.scheduler
     kv_capacity = gpu_model.kv_capacity_tokens
@@ -92,12 +98,14 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
         bucket_of = tenant_index[order]
 
     del kv_tokens
+    roofline = isinstance(gpu_model, RooflineGPU)
     compiled = _compiled_event_loop() if engine != "python" else None
-    if engine == "compiled" and (compiled is None or bucket_of is not None):
+    if engine == "compiled" and (compiled is None or bucket_of is not None or roofline):
         raise RuntimeError("the compiled event loop is " + (
             "not built (reinstall apslab with a C compiler)" if compiled is None
+            else "not used with the roofline GPU model" if roofline
             else "not used with max_queue_length (admission depends on the queue)"))
-    if compiled is not None and bucket_of is None:
+    if compiled is not None and bucket_of is None and not roofline:
         return _assemble(scenario, trace, reason, tenant_index,
                          *_run_compiled(compiled, trace, order, scenario))
 
@@ -105,7 +113,7 @@ def simulate(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
         chunks=_arrival_chunks(trace, order, sched.aging_per_s, buckets, bucket_of, chunk_size),
         queue=LazyAgingQueue(sched.aging_per_s),
         batcher=MicroBatcher(sched.batch_window_s, sched.max_batch_size, kv_capacity),
-        service_time_s=gpu_model.batch_service_timer(sched.max_batch_size),
+        service_time_s=_batch_timer(gpu_model, sched.max_batch_size),
         gpus=scenario.cluster.gpus,
         max_queue_length=sched.max_queue_length,
     )
@@ -156,6 +164,29 @@ def _assemble(scenario: Scenario, trace: Trace, reason: np.ndarray, tenant_index
 
 # ----------------------------------------------------------------------------------------------
 # The optional compiled loop
+
+
+def _batch_timer(gpu_model, max_batch_size: int):
+    """The service time of a formed batch under the scenario's GPU model.
+
+    The seed's sqrt model prices a batch from its totals; the roofline runs one prefill
+    iteration of every prompt and then max(O) - 1 decode iterations of the whole batch.
+    """
+    if isinstance(gpu_model, RooflineGPU):
+        static_batch_seconds = gpu_model.iteration_cost().static_batch_seconds
+
+        def roofline_service_s(batch) -> float:
+            items = batch.items
+            return static_batch_seconds([item[0] for item in items],
+                                        max(item[1] for item in items))
+
+        return roofline_service_s
+    timer = gpu_model.batch_service_timer(max_batch_size)
+
+    def sqrt_service_s(batch) -> float:
+        return timer(batch.prompt_tokens, batch.output_tokens, len(batch.request_ids))
+
+    return sqrt_service_s
 
 
 def _compiled_event_loop():
@@ -292,7 +323,7 @@ class _EventLoop:
                     batch = form_batch(queue, t)
                     ids = batch.request_ids
                     size = len(ids)
-                    service = service_time_s(batch.prompt_tokens, batch.output_tokens, size)
+                    service = service_time_s(batch)
                     finish = t + service
                     heappush(busy, (finish, gpu))
                     members_all.extend(ids)

@@ -15,6 +15,7 @@ from ..core.limiter import REASON_NAMES
 from ..core.metrics import (
     cost_per_million_tokens,
     gpu_utilization,
+    grouped_percentile,
     jain_fairness,
     latency_stats,
     tenant_table,
@@ -22,13 +23,19 @@ from ..core.metrics import (
 )
 
 if TYPE_CHECKING:  # the result type calls summarize(); only its annotation is needed here
-    from .result import SimulationResult
+    from .result import RunResult
 
 CONTRACT_REASONS = ("rate_limited", "exceeds_burst", "exceeds_kv_capacity", "unknown_tenant")
 
 
-def summarize(result: SimulationResult) -> dict:
-    """SUMMARY.json of a run, computed from its columns."""
+def summarize(result: RunResult) -> dict:
+    """SUMMARY.json of a run, computed from its columns.
+
+    Every engine reports requests, elapsed time, throughput, GPU utilisation, cost, Jain's
+    index, queue wait and latency, GPUs and tenants. The static engine adds ``batches``; the
+    continuous engine adds ``ttft_s``, ``tpot_s``, ``max_tbt_s``, ``preemptions``,
+    ``iterations``, ``kv_block_utilization``, ``mbu`` and ``mfu``.
+    """
     scenario, trace = result.scenario, result.trace
     gpus = scenario.cluster.gpus
     done = result.completed
@@ -39,22 +46,28 @@ def summarize(result: SimulationResult) -> dict:
         by_reason["queue_full"] = int(reason_counts[REASON_NAMES.index("queue_full")])
 
     first_arrival = float(trace.arrival_s.min()) if n else 0.0
-    elapsed = float(result.batch_finish_s.max() - first_arrival) if len(result.batch_finish_s) \
-        else 0.0
+    continuous = hasattr(result, "iterations")
+    if continuous:
+        last_end = result.iterations.last_end_s
+        elapsed = float(last_end - first_arrival) if result.iterations.count else 0.0
+        busy_per_gpu = list(result.iterations.busy_s_per_gpu)
+        busy = float(sum(busy_per_gpu))
+    else:
+        elapsed = float(result.batch_finish_s.max() - first_arrival) \
+            if len(result.batch_finish_s) else 0.0
+        service = result.batch_service_s
+        busy_per_gpu = [float(service[result.batch_gpu == g].sum()) for g in range(gpus)]
+        busy = float(service.sum())
     output_done = int(trace.output_tokens[done].sum())
     throughput = throughput_tokens_per_s(output_done, elapsed)
-    service = result.batch_service_s
-    busy_per_gpu = [float(service[result.batch_gpu == g].sum()) for g in range(gpus)]
-    utilization = gpu_utilization(float(service.sum()), elapsed, gpus)
+    utilization = gpu_utilization(busy, elapsed, gpus)
 
     wait = result.start_s - trace.arrival_s
     latency = result.finish_s - trace.arrival_s
-    per_tenant = tenant_table(result.tenant_index, done, trace.kv_tokens, wait,
-                              [t.id for t in scenario.tenants])
+    tenant_ids = [t.id for t in scenario.tenants]
+    per_tenant = tenant_table(result.tenant_index, done, trace.kv_tokens, wait, tenant_ids)
     jain_inputs = [row["tokens_completed"] for row in per_tenant.values() if row["submitted"]]
 
-    batches = len(result.batch_size)
-    kv_capacity = scenario.gpu.kv_capacity_tokens
     summary = {
         "requests": {
             "submitted": n,
@@ -70,19 +83,58 @@ def summarize(result: SimulationResult) -> dict:
         "jain_fairness": jain_fairness(jain_inputs),
         "queue_wait_s": latency_stats(wait[done]),
         "latency_s": latency_stats(latency[done]),
-        "batches": {
+    }
+    if continuous:
+        summary.update(_continuous_keys(result, elapsed, per_tenant, tenant_ids))
+    else:
+        batches = len(result.batch_size)
+        kv_capacity = scenario.gpu.kv_capacity_tokens
+        summary["batches"] = {
             "count": batches,
             "mean_size": float(result.batch_size.mean()) if batches else None,
             "kv_utilization_mean": float((result.batch_kv_tokens / kv_capacity).mean())
             if batches and kv_capacity else None,
-        },
-        "gpus": {
-            "count": gpus,
-            "utilization_per_gpu": [gpu_utilization(float(b), elapsed) for b in busy_per_gpu],
-        },
-        "tenants": per_tenant,
+        }
+    summary["gpus"] = {
+        "count": gpus,
+        "utilization_per_gpu": [gpu_utilization(float(b), elapsed) for b in busy_per_gpu],
     }
+    summary["tenants"] = per_tenant
     return summary
+
+
+def _continuous_keys(result, elapsed: float, per_tenant: dict, tenant_ids: list[str]) -> dict:
+    """The continuous engine's own SUMMARY keys (and ttft_p99_s in every tenant's row)."""
+    scenario, trace = result.scenario, result.trace
+    gpus = scenario.cluster.gpus
+    gpu = scenario.gpu
+    done = result.completed
+    totals = result.iterations
+    multi = done & (trace.output_tokens >= 2)
+    ttft = result.first_token_s - trace.arrival_s
+    ttft_p99 = grouped_percentile(ttft[done], result.tenant_index[done], len(tenant_ids), 99)
+    for tenant_id, value in zip(tenant_ids, ttft_p99, strict=True):
+        per_tenant[tenant_id]["ttft_p99_s"] = value
+    seconds = elapsed * gpus if elapsed > 0 else 0.0
+    preempted = result.preemptions[done] if len(done) else result.preemptions
+    return {
+        "ttft_s": latency_stats(ttft[done]),
+        "tpot_s": latency_stats(result.tpot_s),
+        "max_tbt_s": latency_stats(result.max_tbt_s[multi]),
+        "preemptions": {
+            "count": int(result.preemptions.sum()),
+            "requests_preempted": int((preempted > 0).sum()),
+        },
+        "iterations": {
+            "count": totals.count,
+            "mean_requests": totals.requests / totals.count if totals.count else None,
+            "mean_tokens": totals.tokens / totals.count if totals.count else None,
+        },
+        "kv_block_utilization": float(totals.block_seconds / (result.total_blocks * seconds))
+        if seconds and result.total_blocks else None,
+        "mbu": float(totals.bytes_moved / (seconds * gpu.hbm_bytes_per_s)) if seconds else None,
+        "mfu": float(totals.flops / (seconds * gpu.peak_flops)) if seconds else None,
+    }
 
 
 def _fmt(value, spec: str, unit: str = "") -> str:
@@ -90,10 +142,13 @@ def _fmt(value, spec: str, unit: str = "") -> str:
 
 
 def format_summary(summary: dict, title: str = "apslab") -> str:
-    """A short readable table of a SUMMARY dict, for terminals and notebooks."""
+    """A short readable table of a SUMMARY dict, for terminals and notebooks.
+
+    Percentile columns are as wide as their widest value (at least 10 characters), so a large
+    value never runs into the next one.
+    """
     req = summary["requests"]
     reasons = ", ".join(f"{k} {v}" for k, v in req["rejected_by_reason"].items() if v)
-    wait, lat, batches = summary["queue_wait_s"], summary["latency_s"], summary["batches"]
     gpus = summary["gpus"]
     lines = [
         title,
@@ -103,26 +158,50 @@ def format_summary(summary: dict, title: str = "apslab") -> str:
         f"  throughput      {_fmt(summary['throughput_tokens_per_s'], '.1f', ' output tokens/s')}",
         f"  GPU utilisation {_fmt(summary['gpu_utilization'], '.1%')}"
         + (f" over {gpus['count']} GPUs" if gpus["count"] > 1 else ""),
+    ]
+    if "mbu" in summary:
+        lines.append(f"  MBU / MFU       {_fmt(summary['mbu'], '.1%')} of HBM bandwidth, "
+                     f"{_fmt(summary['mfu'], '.1%')} of peak FLOP/s")
+    lines += [
         f"  cost            {_fmt(summary['cost_per_million_tokens'], '.2f')} $ per million "
         "output tokens",
         f"  Jain fairness   {_fmt(summary['jain_fairness'], '.4f')}",
-        "                  mean      p50       p95       p99       max",
     ]
-    for label, stats in (("queue wait (s)", wait), ("latency (s)", lat)):
-        cells = "".join(f"{_fmt(stats[k], '<10.4f')}" for k in ("mean", "p50", "p95", "p99", "max"))
-        lines.append(f"  {label:<16}{cells}".rstrip())
-    lines.append(f"  batches         {batches['count']}, mean size "
-                 f"{_fmt(batches['mean_size'], '.2f')}, mean KV utilisation "
-                 f"{_fmt(batches['kv_utilization_mean'], '.1%')}")
+    rows = [("queue wait (s)", summary["queue_wait_s"]), ("latency (s)", summary["latency_s"])]
+    if "ttft_s" in summary:
+        rows += [("TTFT (s)", summary["ttft_s"]), ("TPOT (s)", summary["tpot_s"])]
+    keys = ("mean", "p50", "p95", "p99", "max")
+    cells = [[_fmt(stats[k], ".4f") for k in keys] for _, stats in rows]
+    widths = [max(10, *(len(row[i]) + 1 for row in cells)) for i in range(len(keys))]
+    lines.append(" " * 18 + "".join(f"{k:<{w}}" for k, w in zip(keys, widths, strict=True))
+                 .rstrip())
+    for (label, _), row in zip(rows, cells, strict=True):
+        text = "".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True))
+        lines.append(f"  {label:<16}{text}".rstrip())
+    if "batches" in summary:
+        batches = summary["batches"]
+        lines.append(f"  batches         {batches['count']}, mean size "
+                     f"{_fmt(batches['mean_size'], '.2f')}, mean KV utilisation "
+                     f"{_fmt(batches['kv_utilization_mean'], '.1%')}")
+    if "iterations" in summary:
+        it, pre = summary["iterations"], summary["preemptions"]
+        lines.append(f"  iterations      {it['count']}, mean {_fmt(it['mean_requests'], '.1f')} "
+                     f"requests and {_fmt(it['mean_tokens'], '.1f')} tokens; KV blocks "
+                     f"{_fmt(summary['kv_block_utilization'], '.1%')} used; "
+                     f"{pre['count']} preemptions")
     tenants = summary["tenants"]
     if tenants:
         width = max(8, *(len(t) for t in list(tenants)[:20]))
+        ttft = "ttft_p99_s" in next(iter(tenants.values()))
         lines.append(f"  {'tenant':<{width}}  submitted  completed  rejected  tokens_done  "
-                     "p99 wait (s)")
+                     "p99 wait (s)" + ("  p99 TTFT (s)" if ttft else ""))
         for tenant_id, row in list(tenants.items())[:20]:
-            lines.append(f"  {tenant_id:<{width}}  {row['submitted']:>9}  {row['completed']:>9}  "
-                         f"{row['rejected']:>8}  {row['tokens_completed']:>11}  "
-                         f"{_fmt(row['queue_wait_p99_s'], '.4f')}")
+            line = (f"  {tenant_id:<{width}}  {row['submitted']:>9}  {row['completed']:>9}  "
+                    f"{row['rejected']:>8}  {row['tokens_completed']:>11}  "
+                    f"{_fmt(row['queue_wait_p99_s'], '.4f')}")
+            if ttft:
+                line = f"{line:<{width + 60}}  {_fmt(row['ttft_p99_s'], '.4f')}"
+            lines.append(line)
         if len(tenants) > 20:
             lines.append(f"  ... and {len(tenants) - 20} more tenants (see the summary JSON)")
     return "\n".join(lines)

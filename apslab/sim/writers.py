@@ -1,9 +1,16 @@
-"""Writing a run's results: REQUESTS.csv (one row per request) and SUMMARY.json.
+"""Writing a run's results: REQUESTS.csv (one row per request), SUMMARY.json and ITER.csv.
 
-REQUESTS.csv header: request_id,tenant_id,arrival_s,status,reason,start_s,finish_s,batch_id,
-batch_size,gpu. One row per trace row, in request-id order; floats are Python's repr (full
-precision); reason is empty for completed rows and the start/finish/batch/gpu fields are empty
-for rejected ones.
+REQUESTS.csv has one row per trace row, in request-id order; floats are Python's repr (full
+precision); reason is empty for completed rows and the fields after it are empty for rejected
+ones. Its header depends on the engine:
+
+* static: request_id,tenant_id,arrival_s,status,reason,start_s,finish_s,batch_id,batch_size,gpu
+* continuous: request_id,tenant_id,arrival_s,status,reason,start_s,first_token_s,finish_s,
+  preemptions,max_tbt_s,gpu (max_tbt_s is empty when the request has one output token; gpu is
+  where it finished)
+
+ITER.csv (continuous runs): gpu,start_s,duration_s,requests,prefill_tokens,decode_tokens,
+blocks_used,preempted, one row per iteration in the order they started.
 """
 
 from __future__ import annotations
@@ -16,10 +23,15 @@ import numpy as np
 from ..core._gc import paused_gc
 from ..core.limiter import REASON_NAMES
 from ..io.trace import atomic_writer, csv_field, write_text_atomic
-from .result import SimulationResult
+from .result import ContinuousResult, IterationLog, SimulationResult
 
 REQUESTS_COLUMNS = ("request_id", "tenant_id", "arrival_s", "status", "reason", "start_s",
                     "finish_s", "batch_id", "batch_size", "gpu")
+CONTINUOUS_REQUESTS_COLUMNS = ("request_id", "tenant_id", "arrival_s", "status", "reason",
+                               "start_s", "first_token_s", "finish_s", "preemptions", "max_tbt_s",
+                               "gpu")
+ITERATION_COLUMNS = ("gpu", "start_s", "duration_s", "requests", "prefill_tokens",
+                     "decode_tokens", "blocks_used", "preempted")
 
 
 def _row_tails(result: SimulationResult) -> tuple[list[str], np.ndarray]:
@@ -50,20 +62,41 @@ def _row_tails(result: SimulationResult) -> tuple[list[str], np.ndarray]:
     return tails, index
 
 
-def write_requests(path: str | Path, result: SimulationResult, chunk_rows: int = 1 << 16) -> None:
+def _continuous_tails(result: ContinuousResult, lo: int, hi: int) -> list[str]:
+    """The text after arrival_s of rows lo..hi of a continuous run."""
+    rejected = [f"rejected,{name},,,,,," for name in REASON_NAMES]
+    done = result.completed[lo:hi].tolist()
+    reasons = result.reason[lo:hi].tolist()
+    columns = zip(done, reasons, result.start_s[lo:hi].tolist(),
+                  result.first_token_s[lo:hi].tolist(), result.finish_s[lo:hi].tolist(),
+                  result.preemptions[lo:hi].tolist(), result.max_tbt_s[lo:hi].tolist(),
+                  result.finish_gpu[lo:hi].tolist(), strict=True)
+    return [f"completed,,{start!r},{first!r},{finish!r},{pre},"
+            f"{'' if tbt != tbt else repr(tbt)},{gpu}" if ok else rejected[reason]
+            for ok, reason, start, first, finish, pre, tbt, gpu in columns]
+
+
+def write_requests(path: str | Path, result: SimulationResult | ContinuousResult,
+                   chunk_rows: int = 1 << 16) -> None:
     """Write REQUESTS.csv atomically, streaming ``chunk_rows`` rows at a time."""
     trace = result.trace
     names = [csv_field(name) for name in trace.tenant_names]
-    tails, tail_index = _row_tails(result)
+    continuous = isinstance(result, ContinuousResult)
+    if continuous:
+        header = CONTINUOUS_REQUESTS_COLUMNS
+    else:
+        header = REQUESTS_COLUMNS
+        tails, tail_index = _row_tails(result)
     with atomic_writer(path) as handle, paused_gc():
-        handle.write(",".join(REQUESTS_COLUMNS) + "\n")
+        handle.write(",".join(header) + "\n")
         for lo in range(0, len(trace), chunk_rows):
             hi = min(lo + chunk_rows, len(trace))
             rows = zip(
                 map(str, range(lo, hi)),
                 map(names.__getitem__, trace.tenant_codes[lo:hi].tolist()),
                 map(repr, trace.arrival_s[lo:hi].tolist()),
-                map(tails.__getitem__, tail_index[lo:hi].tolist()),
+                _continuous_tails(result, lo, hi) if continuous
+                else map(tails.__getitem__, tail_index[lo:hi].tolist()),
                 strict=True,
             )
             handle.write("\n".join(map(",".join, rows)) + "\n")
@@ -86,3 +119,16 @@ def summary_json(summary: dict) -> str:
 def write_summary(path: str | Path, summary: dict) -> None:
     """Write SUMMARY.json atomically."""
     write_text_atomic(path, summary_json(summary))
+
+
+def write_iterations(path: str | Path, log: IterationLog) -> None:
+    """Write ITER.csv atomically: one row per iteration (see the module docstring)."""
+    with atomic_writer(path) as handle, paused_gc():
+        handle.write(",".join(ITERATION_COLUMNS) + "\n")
+        rows = zip(map(str, log.gpu.tolist()), map(repr, log.start_s.tolist()),
+                   map(repr, log.duration_s.tolist()), map(str, log.requests.tolist()),
+                   map(str, log.prefill_tokens.tolist()), map(str, log.decode_tokens.tolist()),
+                   map(str, log.blocks_used.tolist()), map(str, log.preempted.tolist()),
+                   strict=True)
+        for line in map(",".join, rows):
+            handle.write(line + "\n")

@@ -1,0 +1,181 @@
+"""Calibrating the roofline GPU: fit eta_bandwidth, eta_flops and overhead_s to measurements.
+
+A measurement is what a benchmark publishes for a static batch of ``B`` requests of ``P`` prompt
+and ``O`` output tokens on one GPU: its output throughput (including prefill, or of the decode
+phase alone) or its first-token latency. The engine's cost model predicts each one exactly as it
+would run that batch (:meth:`apslab.core.roofline.IterationCost.static_batch_seconds`: one
+prefill iteration of every prompt, then ``O - 1`` decode iterations of the whole batch), so the
+fitted parameters are the ones the continuous engine then uses, iteration by iteration.
+
+The fit is least squares on log(predicted / measured) (every measurement counts by its relative
+error, whatever its scale) with each eta in (0, 1] and overhead_s >= 0. Intervals are 95%
+(Student t with n - 3 degrees of freedom) from the Jacobian at the optimum; a parameter that ends
+on a bound has no interval (``at_bound``). Measurements whose KV cache (B x (P + O) tokens) does
+not fit beside the weights are left out by the caller: the engine would not run them as one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy import stats
+from scipy.optimize import least_squares
+
+from ..core.gpu import RooflineGPU
+
+PARAMETERS = ("eta_bandwidth", "eta_flops", "overhead_s")
+_LOWER = np.array([1e-3, 1e-3, 0.0])
+_UPPER = np.array([1.0, 1.0, 1.0])
+_START = np.array([0.7, 0.6, 0.002])
+THROUGHPUT = "throughput"
+DECODE_THROUGHPUT = "decode_throughput"
+FIRST_TOKEN = "first_token"
+KINDS = (THROUGHPUT, DECODE_THROUGHPUT, FIRST_TOKEN)
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Columns of measurements, one row each.
+
+    ``kind`` is "throughput" (output tokens/s including prefill: B*O / batch time),
+    "decode_throughput" (B*(O-1) / decode time, prefill excluded) or "first_token" (seconds to
+    the first token: the prefill iteration). ``label`` names each row's source for reports.
+    """
+
+    kind: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+    batch_size: np.ndarray
+    value: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @staticmethod
+    def concatenate(parts: list[Measurements]) -> Measurements:
+        return Measurements(*(np.concatenate([getattr(p, name) for p in parts])
+                              for name in ("kind", "input_len", "output_len", "batch_size",
+                                           "value", "label")))
+
+    def where(self, mask) -> Measurements:
+        mask = np.asarray(mask, dtype=bool)
+        return Measurements(self.kind[mask], self.input_len[mask], self.output_len[mask],
+                            self.batch_size[mask], self.value[mask], self.label[mask])
+
+
+def measurements(kind, input_len, output_len, batch_size, value, label="") -> Measurements:
+    """Measurements from columns (scalars broadcast); ``kind`` one of :data:`KINDS`."""
+    columns = np.broadcast_arrays(np.asarray(kind, dtype=object),
+                                  np.asarray(input_len, dtype=np.int64),
+                                  np.asarray(output_len, dtype=np.int64),
+                                  np.asarray(batch_size, dtype=np.int64),
+                                  np.asarray(value, dtype=np.float64),
+                                  np.asarray(label, dtype=object))
+    kinds, inputs, outputs, batches, values, labels = (np.atleast_1d(np.array(c)) for c in columns)
+    unknown = sorted(set(kinds.tolist()) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown measurement kind(s) {unknown}; expected one of {KINDS}")
+    return Measurements(kinds, inputs, outputs, batches, values, labels)
+
+
+def predict(gpu: RooflineGPU, rows: Measurements) -> np.ndarray:
+    """What ``gpu`` predicts for every measurement (tokens/s or seconds, by kind)."""
+    cost = gpu.iteration_cost()
+    out = np.empty(len(rows))
+    cache: dict[tuple[int, int, int], tuple[float, float]] = {}
+    for i, (kind, p, o, b) in enumerate(zip(rows.kind.tolist(), rows.input_len.tolist(),
+                                            rows.output_len.tolist(),
+                                            rows.batch_size.tolist(), strict=True)):
+        key = (p, o if kind != FIRST_TOKEN else 1, b)
+        if key not in cache:
+            prefill = cost.static_batch_seconds([p] * b, 1)
+            total = cost.static_batch_seconds([p] * b, key[1]) if key[1] > 1 else prefill
+            cache[key] = (prefill, total)
+        prefill, total = cache[key]
+        if kind == FIRST_TOKEN:
+            out[i] = prefill
+        elif kind == THROUGHPUT:
+            out[i] = b * o / total
+        else:
+            out[i] = b * (o - 1) / (total - prefill)
+    return out
+
+
+def fits_in_memory(gpu: RooflineGPU, rows: Measurements, hbm_bytes: float) -> np.ndarray:
+    """Rows whose whole batch's KV cache fits in ``hbm_bytes`` beside the model's weights."""
+    free_tokens = (hbm_bytes - gpu.model.weight_bytes) // gpu.kv_bytes_per_token
+    return rows.batch_size * (rows.input_len + rows.output_len) <= free_tokens
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted roofline GPU and how well it explains the measurements."""
+
+    gpu: RooflineGPU
+    parameters: dict[str, float]
+    ci95: dict[str, tuple[float, float] | None]  # None where the parameter sits on a bound
+    rows: Measurements
+    predicted: np.ndarray
+    dof: int
+    at_bound: tuple[str, ...] = field(default=())
+
+    @property
+    def relative_residuals(self) -> np.ndarray:
+        """(predicted - measured) / measured, per row."""
+        return self.predicted / self.rows.value - 1.0
+
+    @property
+    def r_squared(self) -> float:
+        """R^2 of log(predicted) against log(measured), the scale the fit minimises."""
+        measured = np.log(self.rows.value)
+        residual = np.log(self.predicted) - measured
+        total = ((measured - measured.mean()) ** 2).sum()
+        return float(1.0 - (residual ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def calibrate(gpu: RooflineGPU, rows: Measurements) -> Calibration:
+    """Fit ``gpu``'s eta_bandwidth, eta_flops and overhead_s to ``rows`` (see the module)."""
+    if len(rows) < len(PARAMETERS):
+        raise ValueError(f"need at least {len(PARAMETERS)} measurements to fit "
+                         f"{len(PARAMETERS)} parameters, got {len(rows)}")
+    log_measured = np.log(rows.value)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        candidate = replace(gpu, eta_bandwidth=float(x[0]), eta_flops=float(x[1]),
+                            overhead_s=float(x[2]))
+        return np.log(predict(candidate, rows)) - log_measured
+
+    result = least_squares(residuals, _START, bounds=(_LOWER, _UPPER), x_scale=[1.0, 1.0, 1e-3],
+                           xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    values = result.x
+    fitted = replace(gpu, eta_bandwidth=float(values[0]), eta_flops=float(values[1]),
+                     overhead_s=float(values[2]))
+    dof = len(rows) - len(PARAMETERS)
+    # A parameter on a bound (active constraint) has no interval; the others get theirs from the
+    # Jacobian of the free parameters.
+    on_bound = (np.isclose(values, _LOWER, rtol=0, atol=1e-9)
+                | np.isclose(values, _UPPER, rtol=0, atol=1e-9))
+    ci: dict[str, tuple[float, float] | None] = {}
+    free = ~on_bound
+    half = np.full(len(values), np.nan)
+    if dof > 0 and free.any():
+        jac = result.jac[:, free]
+        s2 = float((result.fun ** 2).sum()) / dof
+        try:
+            covariance = np.linalg.inv(jac.T @ jac) * s2
+            half[free] = stats.t.ppf(0.975, dof) * np.sqrt(np.diag(covariance))
+        except np.linalg.LinAlgError:
+            pass
+    for name, value, width, bound in zip(PARAMETERS, values, half, on_bound, strict=True):
+        ci[name] = None if bound or not np.isfinite(width) else (value - width, value + width)
+    return Calibration(
+        gpu=fitted,
+        parameters=dict(zip(PARAMETERS, map(float, values), strict=True)),
+        ci95=ci,
+        rows=rows,
+        predicted=predict(fitted, rows),
+        dof=dof,
+        at_bound=tuple(name for name, bound in zip(PARAMETERS, on_bound, strict=True) if bound),
+    )

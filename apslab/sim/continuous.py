@@ -1,0 +1,296 @@
+"""The continuous engine: iteration-level batching of a trace, in virtual time.
+
+Semantics (the contract a held-out implementation is compared with, request by request):
+
+* **Admission** at arrival, in this order: tenant not in the scenario (``unknown_tenant``);
+  ``ceil((P + O) / block_size) > total_blocks`` (``exceeds_kv_capacity``); over the tenant's
+  burst cap (``exceeds_burst``); the *waiting* queue holding ``max_queue_length`` requests
+  (``queue_full``, only when set); the token bucket, charged P + O (``rate_limited``). Arrivals
+  are handled in (arrival_s, row) order and before anything else at the same instant.
+* **Rounds**: a request admitted while at least one GPU is idle and no timer is armed arms a
+  timer for arrival + ``batch_window_ms``. At any instant where an iteration ends or the timer
+  fires (after that instant's arrivals), every iteration ending then completes; then the GPUs
+  are visited in index order and each one that just completed an iteration or is idle runs a
+  scheduling round (:class:`apslab.core.continuous_batcher.ContinuousBatcher`); then the timer
+  is disarmed. All GPUs share one waiting queue; each has its own running list and KV blocks.
+* **An iteration** lasts ``overhead_s + max(moved / (eta_bandwidth * hbm_bytes_per_s),
+  flops / (eta_flops * peak_flops))`` (:class:`apslab.core.roofline.IterationCost`). A request's
+  ``start_s`` is the start of the first iteration that schedules it; its tokens are emitted at
+  the ends of iterations; ``first_token_s`` is its first token's, ``finish_s`` its last's.
+
+The Python loop here is the readable reference; a compiled loop (apslab/sim/_eventloop.c) runs
+the same rules bit-identically and is used automatically when built.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import numpy as np
+
+from ..core._gc import paused_gc
+from ..core.aging_queue import static_priority_key
+from ..core.continuous_batcher import ContinuousBatcher
+from ..core.kv_blocks import exceeds_kv_capacity
+from ..core.limiter import (
+    ADMITTED,
+    EXCEEDS_BURST,
+    EXCEEDS_KV_CAPACITY,
+    QUEUE_FULL,
+    RATE_LIMITED,
+    UNKNOWN_TENANT,
+    TokenBucket,
+    consume_columns,
+)
+from ..core.policies import make_policy
+from ..io.errors import InputError
+from ..io.scenario import Scenario
+from ..io.trace import Trace
+from . import _compiled
+from .result import ContinuousResult, IterationLog, IterationTotals
+
+
+def check_trace(trace: Trace) -> None:
+    """Continuous batching needs P >= 1 and O >= 1 in every row (the first token needs a
+    prompt to attend to, and every request emits at least one)."""
+    for column in ("prompt_tokens", "output_tokens"):
+        bad = np.flatnonzero(getattr(trace, column) < 1)
+        if len(bad):
+            row = int(bad[0])
+            raise InputError(f"{trace.source} line {row + 2}: {column} must be >= 1 with "
+                             f"batching = \"continuous\", got {int(getattr(trace, column)[row])}"
+                             + (f" ({len(bad) - 1} more such rows)" if len(bad) > 1 else ""))
+
+
+def admission_columns(scenario: Scenario, trace: Trace) -> tuple[np.ndarray, np.ndarray, int]:
+    """(reason, tenant_index, total_blocks): the state-free admission checks, by column."""
+    gpu, sched = scenario.gpu, scenario.scheduler
+    total_blocks = gpu.total_blocks(sched.block_size)
+    index_of = {t.id: i for i, t in enumerate(scenario.tenants)}
+    to_scenario = np.array([index_of.get(name, -1) for name in trace.tenant_names] or [-1],
+                           dtype=np.int32)
+    tenant_index = to_scenario[trace.tenant_codes]
+    caps = np.append(np.array([t.burst_cap for t in scenario.tenants], dtype=np.float64),
+                     np.inf)[tenant_index]
+    kv_tokens = trace.kv_tokens
+    reason = np.zeros(len(trace), dtype=np.uint8)
+    reason[kv_tokens > caps] = EXCEEDS_BURST
+    reason[exceeds_kv_capacity(trace.prompt_tokens, trace.output_tokens, sched.block_size,
+                               total_blocks)] = EXCEEDS_KV_CAPACITY
+    reason[tenant_index < 0] = UNKNOWN_TENANT
+    return reason, tenant_index, total_blocks
+
+
+def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bool = False,
+                        engine: str = "auto") -> ContinuousResult:
+    """Run ``trace`` through the continuous engine; ``keep_iterations`` keeps one row per
+    iteration (``result.iteration_log``), otherwise only their totals are kept.
+
+    ``engine``: "python" (this module's loop), "compiled" (apslab/sim/_eventloop.c) or "auto".
+    """
+    if engine not in ("auto", "python", "compiled"):
+        raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
+    if not scenario.scheduler.continuous:
+        raise ValueError("simulate_continuous needs [scheduler] batching = \"continuous\"")
+    check_trace(trace)
+    sched = scenario.scheduler
+    reason, tenant_index, total_blocks = admission_columns(scenario, trace)
+    order = np.argsort(trace.arrival_s, kind="stable")
+    order = order[reason[order] == ADMITTED]
+    buckets = [TokenBucket(t.rate_limit, t.burst_cap) for t in scenario.tenants]
+    if sched.max_queue_length is None:
+        admitted = consume_columns(buckets, tenant_index[order], trace.kv_tokens[order],
+                                   trace.arrival_s[order], use_compiled=engine != "python")
+        reason[order[~admitted]] = RATE_LIMITED
+        order = order[admitted]
+        bucket_of = None
+    else:
+        bucket_of = tenant_index[order]
+
+    compiled = _compiled.continuous_loop() if engine != "python" else None
+    if engine == "compiled" and compiled is None:
+        raise RuntimeError("the compiled continuous loop is not built (reinstall apslab with a "
+                           "C compiler)")
+    if compiled is not None:
+        columns = _run_compiled(compiled, scenario, trace, order, tenant_index, bucket_of,
+                                buckets, total_blocks, keep_iterations)
+    else:
+        loop = _Loop(scenario, trace, order, tenant_index, bucket_of, buckets, total_blocks,
+                     keep_iterations)
+        with paused_gc():
+            loop.run()
+        columns = loop.columns()
+    per_request, rate_limited, queue_full, totals, log = columns
+    reason[rate_limited] = RATE_LIMITED
+    reason[queue_full] = QUEUE_FULL
+    start, first, finish, preemptions, max_tbt, finish_gpu = per_request
+    return ContinuousResult(
+        scenario=scenario, trace=trace, reason=reason, tenant_index=tenant_index,
+        start_s=start, finish_s=finish, first_token_s=first, preemptions=preemptions,
+        max_tbt_s=max_tbt, finish_gpu=finish_gpu, total_blocks=total_blocks,
+        iterations=totals, iteration_log=log)
+
+
+class _Loop:
+    """The event loop over pre-sorted candidate arrivals (see the module docstring)."""
+
+    def __init__(self, scenario, trace, order, tenant_index, bucket_of, buckets, total_blocks,
+                 keep_iterations):
+        sched = scenario.scheduler
+        self.n = len(trace)
+        self.gpus = scenario.cluster.gpus
+        self.window = sched.batch_window_s
+        self.max_queue = sched.max_queue_length if sched.max_queue_length is not None \
+            else math.inf
+        self.cost = scenario.gpu.iteration_cost()
+        tenants = scenario.tenants
+        self.batcher = ContinuousBatcher(
+            gpus=self.gpus, total_blocks=total_blocks, block_size=sched.block_size,
+            max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
+            policy=make_policy(sched.policy, [t.share for t in tenants], sched.vtc_input_weight,
+                               sched.vtc_output_weight))
+        arrival = trace.arrival_s[order]
+        self.arrival = arrival.tolist()
+        self.rows = order.tolist()
+        self.neg_key = (-static_priority_key(trace.priority_bid[order], arrival,
+                                             sched.aging_per_s)).tolist()
+        self.prompt = trace.prompt_tokens[order].tolist()
+        self.output = trace.output_tokens[order].tolist()
+        self.tenant = tenant_index[order].tolist()
+        self.consume = None if bucket_of is None else [buckets[i].consume
+                                                       for i in bucket_of.tolist()]
+        self.keep_iterations = keep_iterations
+        self.rate_limited = array("q")
+        self.queue_full = array("q")
+        self.row_of: list[int] = []  # handle -> trace row
+        nan = math.nan
+        self.start = [nan] * self.n
+        self.first = [nan] * self.n
+        self.finish = [nan] * self.n
+        self.last_token = [nan] * self.n
+        self.max_tbt = [nan] * self.n
+        self.finish_gpu = [-1] * self.n
+        self.log: list[tuple] = []
+        self.count = self.requests = self.tokens = 0
+        self.busy = [0.0] * self.gpus
+        self.moved = self.flops = 0
+        self.block_seconds = 0.0
+        self.last_end = -math.inf
+
+    def run(self) -> None:
+        inf = math.inf
+        batcher = self.batcher
+        gpus = self.gpus
+        ends = [inf] * gpus  # when each GPU's iteration ends (inf: idle)
+        timer = inf
+        arrival, consume, count = self.arrival, self.consume, len(self.arrival)
+        k = 0
+        while True:
+            t = min(min(ends), timer)
+            # Arrivals first, up to and including t (t moves earlier when a timer is armed).
+            while k < count and arrival[k] <= t:
+                a = arrival[k]
+                row = self.rows[k]
+                if consume is not None:
+                    if batcher.waiting >= self.max_queue:
+                        self.queue_full.append(row)
+                        k += 1
+                        continue
+                    if not consume[k](self.prompt[k] + self.output[k], a):
+                        self.rate_limited.append(row)
+                        k += 1
+                        continue
+                batcher.add(self.prompt[k], self.output[k], neg_key=self.neg_key[k],
+                            arrival_s=a, request_id=row, tenant=self.tenant[k])
+                self.row_of.append(row)
+                k += 1
+                if timer == inf and inf in ends:
+                    timer = a + self.window
+                    if timer < t:
+                        t = timer
+            if t == inf:
+                break
+            completed = [g for g in range(gpus) if ends[g] == t]
+            for g in completed:
+                self._complete(g, t)
+                ends[g] = inf
+            for g in range(gpus):
+                if ends[g] == inf:
+                    ends[g] = self._start(g, t)
+            timer = inf
+
+    def _start(self, gpu: int, t: float) -> float:
+        """A round on ``gpu`` at ``t``; returns when its iteration ends (inf: it idles)."""
+        iteration = self.batcher.schedule(gpu)
+        if iteration is None:
+            return math.inf
+        moved, flops = self.cost.work(iteration.context_tokens, iteration.new_tokens,
+                                      iteration.attention_pairs)
+        duration = self.cost.seconds(moved, flops)
+        row_of, start = self.row_of, self.start
+        for handle in iteration.newly_started:
+            start[row_of[handle]] = t
+        self.count += 1
+        self.requests += len(iteration.handles)
+        self.tokens += iteration.new_tokens
+        self.busy[gpu] += duration
+        self.moved += moved
+        self.flops += flops
+        self.block_seconds += iteration.blocks_used * duration
+        if self.keep_iterations:
+            self.log.append((gpu, t, duration, len(iteration.handles), iteration.prefill_tokens,
+                             iteration.decode_tokens, iteration.blocks_used,
+                             len(iteration.preempted)))
+        return t + duration
+
+    def _complete(self, gpu: int, t: float) -> None:
+        done = self.batcher.complete(gpu)
+        row_of, first, last, max_tbt = self.row_of, self.first, self.last_token, self.max_tbt
+        for handle in done.emitted:
+            row = row_of[handle]
+            previous = last[row]
+            if previous != previous:  # NaN: the first token
+                first[row] = t
+            else:
+                gap = t - previous
+                if not gap <= max_tbt[row]:  # also replaces the NaN of the first gap
+                    max_tbt[row] = gap
+            last[row] = t
+        for handle in done.finished:
+            row = row_of[handle]
+            self.finish[row] = t
+            self.finish_gpu[row] = gpu
+        if t > self.last_end:
+            self.last_end = t
+
+    def columns(self):
+        n = self.n
+        preemptions = np.zeros(n, dtype=np.int64)
+        if self.row_of:
+            preemptions[np.array(self.row_of)] = self.batcher.preemptions
+        per_request = (np.array(self.start, dtype=np.float64),
+                       np.array(self.first, dtype=np.float64),
+                       np.array(self.finish, dtype=np.float64), preemptions,
+                       np.array(self.max_tbt, dtype=np.float64),
+                       np.array(self.finish_gpu, dtype=np.int32))
+        totals = IterationTotals(self.count, self.requests, self.tokens, list(self.busy),
+                                 self.moved, self.flops, self.block_seconds, self.last_end)
+        log = None
+        if self.keep_iterations:
+            cols = list(zip(*self.log, strict=True)) or [()] * 8
+            log = IterationLog(
+                gpu=np.array(cols[0], dtype=np.int32), start_s=np.array(cols[1], dtype=float),
+                duration_s=np.array(cols[2], dtype=float),
+                requests=np.array(cols[3], dtype=np.int64),
+                prefill_tokens=np.array(cols[4], dtype=np.int64),
+                decode_tokens=np.array(cols[5], dtype=np.int64),
+                blocks_used=np.array(cols[6], dtype=np.int64),
+                preempted=np.array(cols[7], dtype=np.int64))
+        return (per_request, np.frombuffer(self.rate_limited, dtype=np.int64),
+                np.frombuffer(self.queue_full, dtype=np.int64), totals, log)
+
+
+def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buckets,
+                  total_blocks, keep_iterations):  # pragma: no cover - replaced when C lands
+    raise NotImplementedError
