@@ -41,7 +41,7 @@ test-browser: install
 notebooks: install
 	$(BIN)/python -m apslab.lab.notebook_runner notebooks/*.ipynb
 
-## bench: speed and memory against the SimPy baseline; writes benchmarks/RESULTS.md
+## bench: speed and memory against the SimPy baseline; writes benchmarks/RESULTS.md and docs/performance.md's figures
 bench: install
 	$(BIN)/python benchmarks/run.py
 

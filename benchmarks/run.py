@@ -11,9 +11,10 @@
 3. The queues: pop cost versus queue length for the lazy and the eager aging queue, plotted to
    benchmarks/pop_cost.png.
 
-Results go to benchmarks/RESULTS.md with the machine and the date; figures are ratios measured
-in the same session. ``--smoke`` runs everything at toy sizes into a temporary folder (the test
-suite uses it so this script never rots).
+Results go to benchmarks/RESULTS.md (and RESULTS.json) with the machine and the date, and the
+headline bullets to docs/performance.md; figures are ratios measured in the same session.
+``--smoke`` runs everything at toy sizes into a temporary folder (the test suite uses it so this
+script never rots).
 """
 
 from __future__ import annotations
@@ -404,8 +405,12 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block(results: dict) -> str:
-    """The README's performance bullets, from a run's results (tests check they agree)."""
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+PERFORMANCE_MARKERS = ("<!-- performance:start -->\n", "<!-- performance:end -->")
+
+
+def performance_block(results: dict) -> str:
+    """docs/performance.md's bullets, from a run's results (tests check they agree)."""
     head, scale, queues = results["headline"], results["scaling"], results["pop_cost"]
     wall = head["median_wall_s"]
     lazy = {int(k): v for k, v in queues["lazy"].items()}
@@ -426,13 +431,18 @@ def readme_block(results: dict) -> str:
     )
 
 
-def update_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
-    """Put this run's figures between the README's performance markers."""
-    text = readme.read_text()
-    start, end = "<!-- performance:start -->\n", "<!-- performance:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(head + start + readme_block(results) + end + rest.split(end, 1)[1])
+def update_performance_doc(results: dict, page: Path = PERFORMANCE_DOC) -> None:
+    """Put this run's figures between the performance markers of ``page`` (docs/performance.md).
+
+    A page without both markers is an error rather than silently left stale.
+    """
+    text = page.read_text(encoding="utf-8")
+    start, end = PERFORMANCE_MARKERS
+    if start not in text or end not in text:
+        raise ValueError(f"{page} lacks the performance markers {start.strip()} ... {end}")
+    head, rest = text.split(start, 1)
+    page.write_text(head + start + performance_block(results) + end + rest.split(end, 1)[1],
+                    encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         (out.parent / (out.stem + ".json")).write_text(json.dumps(results, indent=2, default=str))
         print(f"wrote {out}")
         if not args.smoke and args.out is None:
-            update_readme(json.loads(json.dumps(results, default=str)))
-            print("updated the README's performance figures")
+            update_performance_doc(json.loads(json.dumps(results, default=str)))
+            print(f"updated the figures in {PERFORMANCE_DOC.relative_to(ROOT)}")
         for name, ok in targets.items():
             print(f"  {'met' if ok else 'NOT MET'}: {name}")
     return 0

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import doc_text
 from helpers import make_scenario
 
 from apslab.io.workload import generate_trace
@@ -89,8 +89,8 @@ def comparison():
     return rows
 
 
-def readme_rows(comparison) -> list[str]:
-    """The README's table rows for these figures."""
+def doc_rows(comparison) -> list[str]:
+    """docs/simulator.md's table rows for these figures."""
     lines = []
     for gpus, (p_wait, expected, simulated) in comparison.items():
         rate = LOAD * gpus / SERVICE_MEAN
@@ -132,7 +132,7 @@ def test_the_comparison_is_not_vacuous(comparison):
     assert comparison[4][2] < 0.5 * comparison[2][2]
 
 
-def test_readme_shows_these_figures(comparison):
-    readme = (ROOT / "README.md").read_text()
-    for row in readme_rows(comparison):
-        assert row in readme, f"README.md lacks the Erlang C row {row!r}"
+def test_simulator_doc_shows_these_figures(comparison):
+    page = doc_text("docs/simulator.md")
+    for row in doc_rows(comparison):
+        assert row in page, f"docs/simulator.md lacks the Erlang C row {row!r}"

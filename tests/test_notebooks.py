@@ -13,7 +13,7 @@ import re
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, doc_text
 
 # The lab notebooks teach one stage each and end with an exercise; 06 is the capacity-planning
 # study that `apslab report` also renders for any scenario, so it has no exercise and asserts
@@ -157,7 +157,8 @@ def test_figures_are_shown_with_a_stable_text_form(notebook):
                                     data["text/plain"])
 
 
-def test_the_readme_lists_every_notebook():
-    readme = (ROOT / "README.md").read_text()
-    for name in NOTEBOOKS:
-        assert re.search(rf"^\| `{name}\.ipynb` \|", readme, re.M), name
+@pytest.mark.parametrize("page", ["README.md", "docs/lab.md"])
+def test_the_docs_list_every_notebook(page):
+    text = doc_text(page)
+    listed = re.findall(r"^\| `(\w+)\.ipynb` \|", text, re.M)
+    assert listed == list(NOTEBOOKS), f"{page} should list the notebooks in order, one row each"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, doc_text, marked_block
 from helpers import make_scenario, make_trace
 
 from apslab.io.errors import InputError
@@ -327,18 +327,31 @@ def test_plan_refuses_to_overwrite_its_inputs(tmp_path):
     assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
 
 
-def test_readme_plan_is_what_the_command_prints():
+def test_planning_doc_plan_is_what_the_command_prints():
     import shlex
 
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- plan-output:start -->\n```\n(.*?)```\n<!-- plan-output:end -->",
-                      readme, re.S).group(1)
+    block = marked_block(doc_text("docs/planning.md"), "plan-output", fenced=True)
     command, _, expected = block.partition("\n")
     args = shlex.split(command.removeprefix("$ apslab "))
     assert args[0] == "plan" and "--gpus" in args and len(expected.splitlines()) == 12
     proc = run_cli(*args, "--workers", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == expected
+
+
+def test_readme_plan_is_the_documented_one():
+    """The README's tour runs the command docs/planning.md shows and quotes its last line."""
+    import shlex
+
+    block = marked_block(doc_text("docs/planning.md"), "plan-output", fenced=True)
+    command, _, expected = block.partition("\n")
+    readme = doc_text("README.md")
+    tour = re.search(r"^```\n(\$ apslab plan .*?)```$", readme, re.S | re.M)
+    assert tour, "the README's tour has no apslab plan example"
+    lines = tour.group(1).splitlines()
+    shown = " ".join(line.rstrip("\\").strip() for line in lines if line.startswith(("$", " ")))
+    assert shlex.split(shown) == shlex.split(command)
+    assert lines[-1] == expected.splitlines()[-1]
 
 
 def test_a_tolerance_below_float_resolution_still_ends():

@@ -1,16 +1,14 @@
 """The README's worked example is what the current code prints."""
 
-import re
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, doc_text, marked_block
 
 
 def test_readme_example_output_is_current(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- example-output:start -->\n```\n(.*?)```\n<!-- example-output:end -->",
-                      readme, re.S).group(1)
+    readme = doc_text("README.md")
+    block = marked_block(readme, "example-output", fenced=True)
     command, _, expected = block.partition("\n")
     args = command.removeprefix("$ apslab ").split()
     args = [str(tmp_path / a) if a.endswith((".json", "REQUESTS.csv")) else a for a in args]
@@ -23,5 +21,6 @@ def test_readme_example_output_is_current(tmp_path):
 
 
 def test_readme_names_the_two_commands():
-    readme = (ROOT / "README.md").read_text()
+    readme = doc_text("README.md")
     assert "make lab" in readme and "make test" in readme
+    assert "`.ci/run` runs `make test`" in readme and "environment.yml" in readme

@@ -715,28 +715,32 @@ def test_the_burst_widget_sends_bursts_and_redraws():
         assert len(figure.axes) == 2
 
 
-def test_the_readme_example_is_what_the_service_answers():
-    """The README's curl example: the command and options exist, the answer has every field."""
-    from conftest import ROOT
-
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## The live service", 1)[1].split("\n## ", 1)[0]
-    usage = next(line for line in section.splitlines() if line.strip().startswith("apslab serve"))
+def test_the_documented_example_is_what_the_service_answers():
+    """docs/service.md's curl example: the command and options exist, the answer has every
+    field; the README's tour shows the same commands."""
     import re
+
+    from conftest import doc_text, marked_block
 
     from apslab.cli import build_parser
 
+    page = doc_text("docs/service.md")
+    usage = next(line for line in page.splitlines() if line.strip().startswith("apslab serve"))
     options = re.findall(r"\[(--[a-z-]+) ([^\]]+)\]", usage)
     args = build_parser().parse_args(["serve", "x.toml", *[part for o in options for part in o]])
     assert args.func.__name__ == "run_serve" and len(options) == 5
-    example = section.split("<!-- service-example:start -->", 1)[1].split(
-        "<!-- service-example:end -->", 1)[0]
+    example = marked_block(page, "service-example", fenced=True)
+    commands = [line for line in example.splitlines() if line.startswith(("$ ", "    -d "))]
+    assert len(commands) == 3 and commands[0].startswith("$ apslab serve ")
+    readme_lines = doc_text("README.md").splitlines()
+    for line in commands:
+        assert line in readme_lines, f"the README's tour lacks {line!r}"
     answer = json.loads(next(line for line in example.splitlines() if line.startswith("{")))
     assert set(answer) == RESPONSE_KEYS
     service_ms = parse_scenario({"tenants": [{"id": "p", "rate_limit": 1.0, "burst_cap": 1.0}]}
                                 ).gpu.service_time_s(200, 50, 1) * 1000
     assert answer["latency_ms"] - answer["queue_wait_ms"] == pytest.approx(service_ms)
-    assert "| 429 |" in section and "| 503 |" in section and "| 404 |" in section
+    assert "| 429 |" in page and "| 503 |" in page and "| 404 |" in page
 
 
 def test_the_retry_after_exercise_accepts_the_service_and_names_the_mistakes():

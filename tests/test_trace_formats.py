@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import DATA, ROOT, SHARED_DATA
+from conftest import DATA, ROOT, SHARED_DATA, doc_text
 from helpers import make_scenario
 
 from apslab.io.errors import InputError
@@ -363,7 +363,7 @@ def test_azure_format_needs_a_trace():
 
 
 @needs_published
-def test_main_readme_shows_published_next_to_synthetic_statistics():
+def test_data_doc_shows_published_next_to_synthetic_statistics():
     from apslab.io.trace_formats import statistics_table
 
     table = {}
@@ -372,4 +372,4 @@ def test_main_readme_shows_published_next_to_synthetic_statistics():
             read_azure_columns(PUBLISHED / published_file_name(name)))
         table[f"synthetic {name}"] = trace_statistics(
             read_azure_columns(SYNTHETIC / synthetic_file_name(name)))
-    assert statistics_table(table) in (ROOT / "README.md").read_text()
+    assert statistics_table(table) in doc_text("docs/data.md")

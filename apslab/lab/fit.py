@@ -463,7 +463,7 @@ def prefill_tokens_per_s(source_fits: SourceFits) -> float:
 
 
 def markdown_table(fits: dict[str, SourceFits]) -> str:
-    """The per-source fits as a Markdown table (the README shows it; a test keeps it current)."""
+    """The per-source fits as a Markdown table (docs/lab.md shows it; a test keeps it current)."""
     lines = ["| source | series (in/out) | a [95% CI] | b [95% CI] | R^2 | sqrt R^2, all "
              "lengths | roofline bandwidth fraction | roofline R^2, all lengths |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
