@@ -49,6 +49,7 @@ class Iteration:
     new_tokens: int = 0  # sum(n)
     attention_pairs: int = 0  # sum(n*c + n*(n+1)/2)
     decode_tokens: int = 0  # scheduled requests computing their latest generated token
+    admitted: list[int] = field(default_factory=list)  # joined from the waiting queue, in order
     newly_started: list[int] = field(default_factory=list)  # first iteration of these requests
 
     @property
@@ -166,6 +167,7 @@ class ContinuousBatcher:
             handles.append(handle)
             tokens.append(n)
             i += 1
+        admitted: list[int] = []
         if not preempted:
             max_seqs = self.max_num_seqs
             while len(policy) and len(running) < max_seqs and budget > 0:
@@ -184,10 +186,12 @@ class ContinuousBatcher:
                 budget -= n
                 handles.append(handle)
                 tokens.append(n)
+                admitted.append(handle)
         self.free_blocks[gpu] = free
         if not handles:
             return None
-        iteration = Iteration(gpu, handles, tokens, preempted, self.total_blocks - free)
+        iteration = Iteration(gpu, handles, tokens, preempted, self.total_blocks - free,
+                              admitted=admitted)
         context = new = pairs = decode = 0
         started = self.started
         for handle, n in zip(handles, tokens, strict=True):

@@ -165,7 +165,7 @@ def _parse_field(path: Path, line: int, name: str, text: str):
         if value < 1:
             raise InputError(f"{path} line {line}: {name} must be >= 1, got {value}")
         return value
-    if name == "decode_tokens_per_s":
+    if name in ("decode_tokens_per_s", "first_token_s"):
         try:
             value = float(text)
         except ValueError:
@@ -177,3 +177,58 @@ def _parse_field(path: Path, line: int, name: str, text: str):
     if not text.strip():
         raise InputError(f"{path} line {line}: {name} is empty (every row keeps its citation)")
     return text
+
+
+A100_FIRST_TOKEN_CSV = DATA_DIR / "a100_first_token_latency.csv"
+A100_FIRST_TOKEN_COLUMNS = ("source", "model", "gpu", "precision", "input_len", "output_len",
+                            "batch_size", "first_token_s", "notes")
+
+
+@dataclass(frozen=True)
+class FirstTokenLatencies:
+    """Published first-token latencies (seconds), one numpy column per field."""
+
+    source: np.ndarray
+    model: np.ndarray
+    gpu: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+    batch_size: np.ndarray
+    first_token_s: np.ndarray
+    notes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.first_token_s)
+
+
+def load_a100_first_token_latency(path: str | Path | None = None) -> FirstTokenLatencies:
+    """Read ``data/a100_first_token_latency.csv`` strictly (header, positive integers, finite
+    positive latencies, no empty citation), naming file and line on any problem."""
+    path = Path(path) if path is not None else A100_FIRST_TOKEN_CSV
+    columns: dict[str, list] = {name: [] for name in A100_FIRST_TOKEN_COLUMNS}
+    with reading(path, "measurements"), path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or tuple(header) != A100_FIRST_TOKEN_COLUMNS:
+            raise InputError(f"{path} line 1: header must be "
+                             f"{','.join(A100_FIRST_TOKEN_COLUMNS)}")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(A100_FIRST_TOKEN_COLUMNS):
+                raise InputError(f"{path} line {line}: expected "
+                                 f"{len(A100_FIRST_TOKEN_COLUMNS)} fields, got {len(row)}")
+            for name, text in zip(A100_FIRST_TOKEN_COLUMNS, row, strict=True):
+                columns[name].append(_parse_field(path, line, name, text))
+    if not columns["source"]:
+        raise InputError(f"{path}: no data rows")
+    return FirstTokenLatencies(
+        source=np.array(columns["source"], dtype=object),
+        model=np.array(columns["model"], dtype=object),
+        gpu=np.array(columns["gpu"], dtype=object),
+        input_len=np.array(columns["input_len"], dtype=np.int64),
+        output_len=np.array(columns["output_len"], dtype=np.int64),
+        batch_size=np.array(columns["batch_size"], dtype=np.int64),
+        first_token_s=np.array(columns["first_token_s"], dtype=np.float64),
+        notes=np.array(columns["notes"], dtype=object),
+    )

@@ -179,3 +179,49 @@ def calibrate(gpu: RooflineGPU, rows: Measurements) -> Calibration:
         dof=dof,
         at_bound=tuple(name for name, bound in zip(PARAMETERS, on_bound, strict=True) if bound),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a GPU against published figures by replaying the benchmark in the continuous engine
+
+
+@dataclass(frozen=True)
+class BenchmarkReplay:
+    """What the continuous engine measures for a benchmark's batch: B requests of P prompt and
+    O output tokens, all arriving at once, with room for all of them (max_num_seqs = B, KV cache
+    as large as the GPU's memory beside the weights allows)."""
+
+    input_len: int
+    output_len: int
+    batch_size: int
+    ttft_s: float  # mean first-token latency
+    throughput_tokens_per_s: float  # B * O / (last finish - arrival), prefill included
+    decode_tokens_per_s: float  # one request's (O - 1) / (finish - first token)
+
+
+def replay_benchmark(gpu: RooflineGPU, input_len: int, output_len: int, batch_size: int,
+                     hbm_bytes: float = 80e9) -> BenchmarkReplay:
+    """Run the benchmark's batch through the continuous engine (default token budget 2048)."""
+    from ..io.scenario import Scenario, SchedulerConfig, TenantConfig
+    from ..io.trace import Trace
+    from .continuous import simulate_continuous
+
+    kv_gib = (hbm_bytes - gpu.model.weight_bytes) / 2**30
+    scenario = Scenario(
+        gpu=replace(gpu, kv_cache_gib=kv_gib),
+        scheduler=SchedulerConfig(batching="continuous", batch_window_ms=0.0,
+                                  max_num_seqs=max(batch_size, 1)),
+        tenants=(TenantConfig("bench", 1e30, 1e30),),
+        source="<benchmark>")
+    trace = Trace.from_columns([0.0] * batch_size, ["bench"] * batch_size,
+                               [input_len] * batch_size, [output_len] * batch_size)
+    result = simulate_continuous(scenario, trace)
+    if not result.completed.all():
+        raise ValueError(f"a batch of {batch_size} x ({input_len} + {output_len}) tokens does "
+                         f"not fit in {hbm_bytes / 1e9:g} GB beside the weights")
+    decode = ((output_len - 1) / (result.finish_s - result.first_token_s)).mean() \
+        if output_len > 1 else float("nan")
+    return BenchmarkReplay(input_len, output_len, batch_size,
+                           float(result.first_token_s.mean()),
+                           float(batch_size * output_len / result.finish_s.max()),
+                           float(decode))
