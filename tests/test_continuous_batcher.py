@@ -98,7 +98,7 @@ def _check_round(batcher, gpu, case):
     assert sum(iteration.tokens) <= case["budget"]
     assert len(batcher.running[gpu]) <= case["max_seqs"]
     assert iteration.blocks_used == case["total_blocks"] - batcher.free_blocks[gpu]
-    assert 0 <= batcher.free_blocks[gpu]
+    assert batcher.free_blocks[gpu] >= 0
     assert all(n >= 1 for n in iteration.tokens)
     if iteration.preempted:
         assert not iteration.admitted, "a round that preempted admitted from the waiting queue"
