@@ -7,8 +7,14 @@ from apslab.io.trace import Trace
 
 
 def make_scenario(tenants=(("A", 100.0, 2000.0),), gpu=None, scheduler=None, cluster=None,
-                  workload=None) -> Scenario:
-    data: dict = {"tenants": [{"id": t, "rate_limit": r, "burst_cap": b} for t, r, b in tenants]}
+                  workload=None, model=None) -> Scenario:
+    """tenants: (id, rate_limit, burst_cap) tuples, or dicts of [[tenants]] keys (to set
+    priority_bid or share); model: a [model] table."""
+    data: dict = {"tenants": [dict(t) if isinstance(t, dict)
+                              else {"id": t[0], "rate_limit": t[1], "burst_cap": t[2]}
+                              for t in tenants]}
+    if model:
+        data["model"] = model
     if gpu:
         data["gpu"] = gpu
     if scheduler:
