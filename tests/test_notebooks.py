@@ -20,8 +20,14 @@ from conftest import ROOT, doc_text
 # nothing about its numbers (they are the reported scenario's).
 LAB_NOTEBOOKS = ["00_overview", "01_token_bucket", "02_lazy_aging_queue",
                  "03_micro_batching_kv_cache", "04_a100_model_and_sqrt_fit",
-                 "05_latency_and_fairness", "07_live_service"]
+                 "05_latency_and_fairness", "07_live_service", "08_continuous_batching"]
 NOTEBOOKS = sorted(LAB_NOTEBOOKS + ["06_capacity_planning"])
+# Notebooks whose checker already follows the nbgrader convention: it raises AssertionError (the
+# feedback) on a wrong answer and returns its result on a right one. Their exercise is the stub
+# and its check (tagged raises-exception: the stored error is the feedback), then the reference
+# solution between nbgrader's solution markers, collapsed, and its check in the next cell.
+RAISING_CHECKERS = ["08_continuous_batching"]
+RAISES = "raises-exception"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_APP = r"\b\w+App\(|\bPlanExplorer\("
 # Besides widgets, the only outputs left uncompared: wall-clock timings (02, 07), a progress bar
@@ -101,8 +107,9 @@ def test_states_what_to_notice_with_a_checked_number(lab_notebook):
         "at least one teaching claim is asserted, so it fails loudly if it stops being true"
 
 
-def test_ends_with_an_exercise_and_a_collapsed_reference_solution(lab_notebook):
-    notebook = lab_notebook
+@pytest.mark.parametrize("name", [n for n in LAB_NOTEBOOKS if n not in RAISING_CHECKERS])
+def test_ends_with_an_exercise_and_a_collapsed_reference_solution(name):
+    notebook = load(name)
     cells = code_cells(notebook)
     student, solution = cells[-2], cells[-1]
     check = re.search(r"^(check_\w+)\((my_\w+)\)$", student.source.strip().splitlines()[-1])
@@ -113,6 +120,36 @@ def test_ends_with_an_exercise_and_a_collapsed_reference_solution(lab_notebook):
     assert re.search(rf"^{check.group(1)}\(reference_\w+\)$", solution.source.strip(), re.M)
     assert re.search(r"all \d+ checks passed", _text(solution))
     assert any("Exercise" in c.source for c in notebook.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("name", RAISING_CHECKERS)
+def test_ends_with_an_exercise_whose_checker_raises(name):
+    notebook = load(name)
+    cells = code_cells(notebook)
+    student, solution, check = cells[-3], cells[-2], cells[-1]
+    call = re.search(r"^(check_\w+)\((my_\w+)\)$", student.source.strip().splitlines()[-1])
+    assert call, "the student's cell ends by calling a checker on the student's function"
+    assert "raise NotImplementedError" in student.source
+    assert RAISES in tags(student)
+    errors = [o for o in student.outputs if o.output_type == "error"]
+    assert [e.ename for e in errors] == ["AssertionError"]
+    assert "not written yet" in errors[0].evalue, "the stored error is the checker's feedback"
+    assert solution.metadata.get("jupyter", {}).get("source_hidden") is True
+    assert re.match(r"def reference_\w+\(", solution.source)
+    assert solution.source.count("### BEGIN SOLUTION") == 1
+    assert solution.source.count("### END SOLUTION") == 1
+    body = solution.source.split("### BEGIN SOLUTION\n")[1].split("### END SOLUTION")[0]
+    assert "return " in body, "the whole solution body is between the markers"
+    assert re.fullmatch(rf"{call.group(1)}\(reference_\w+\)", check.source.strip())
+    assert re.search(r"all \d+ checks passed", _text(check))
+    assert any("Exercise" in c.source for c in notebook.cells if c.cell_type == "markdown")
+
+
+def test_only_raising_exercise_stubs_may_raise(notebook):
+    stubs = [c for c in code_cells(notebook) if RAISES in tags(c)]
+    assert len(stubs) <= 1
+    for cell in stubs:
+        assert "raise NotImplementedError" in cell.source and "check_" in cell.source
 
 
 def _text(cell) -> str:
@@ -133,7 +170,8 @@ def test_outputs_are_stored_in_order_and_error_free(notebook):
     counts = [c.execution_count for c in code_cells(notebook)]
     assert counts == list(range(1, len(counts) + 1)), "executed top to bottom in one run"
     for cell in code_cells(notebook):
-        assert all(o.output_type != "error" for o in cell.outputs), cell.source
+        if RAISES not in tags(cell):
+            assert all(o.output_type != "error" for o in cell.outputs), cell.source
         assert not any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs), \
             cell.source
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..core.aging_queue import LazyAgingQueue
 from ..core.batcher import MicroBatcher
+from ..core.continuous_batcher import ContinuousBatcher
+from ..core.kv_blocks import blocks_for
 from ..core.limiter import TokenBucket
 from ..core.metrics import jain_fairness
+from ..core.policies import PriorityPolicy
 from .appkit import CheckResult
 
 
@@ -511,3 +515,335 @@ def check_jain_index(student: Callable[[Sequence[float]], float | None]) -> Chec
     return _run("Jain's index", [(c[0], make_check(*c)) for c in cases],
                 "1 when every tenant gets the same, 1/N when one gets everything, and the unit "
                 "does not matter.")
+
+
+# --------------------------------------------------------------------------------------------
+# 08: one scheduling round of continuous batching
+#
+# This checker already follows the course's nbgrader convention: it returns the CheckResult
+# when every case passes and raises AssertionError, whose message is the whole feedback, at the
+# first disagreement (nothing is printed).
+
+
+@dataclass(frozen=True)
+class RoundCase:
+    """The state one GPU's scheduling round starts from.
+
+    ``running`` and ``waiting`` are request names in priority order (highest first);
+    ``requests[name]`` holds ``P`` (prompt tokens), ``g`` (tokens generated), ``c`` (tokens
+    computed: in the KV cache) and ``blocks`` (KV blocks held).
+    """
+
+    name: str
+    running: tuple[str, ...]
+    waiting: tuple[str, ...]
+    requests: dict[str, dict[str, int]]
+    free_blocks: int
+    budget: int
+    max_num_seqs: int
+    block_size: int
+
+    def arguments(self) -> tuple:
+        """Fresh copies, so a function that changes its arguments cannot change the case."""
+        return (list(self.running), list(self.waiting),
+                {name: dict(state) for name, state in self.requests.items()},
+                self.free_blocks, self.budget, self.max_num_seqs, self.block_size)
+
+    def describe(self) -> str:
+        def show(names):
+            return "[" + ", ".join(
+                f"{n} (P={self.requests[n]['P']} g={self.requests[n]['g']} "
+                f"c={self.requests[n]['c']} blocks={self.requests[n]['blocks']})"
+                for n in names) + "]"
+
+        return (f"running {show(self.running)}, waiting {show(self.waiting)}, free blocks "
+                f"{self.free_blocks}, budget {self.budget}, max_num_seqs {self.max_num_seqs}, "
+                f"block size {self.block_size}")
+
+
+class _RecordingPolicy(PriorityPolicy):
+    """The priority policy, remembering which requests were pushed back (preempted), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[int] = []
+
+    def push(self, handle: int) -> None:
+        self.pushed.append(handle)
+        super().push(handle)
+
+
+def engine_round(case: RoundCase) -> tuple[list[tuple[str, int]], list[str]]:
+    """What :meth:`apslab.core.continuous_batcher.ContinuousBatcher.schedule` does from the
+    case's state: ``(scheduled, preempted)``, ``scheduled`` as (name, n) pairs in the order the
+    round scheduled them and ``preempted`` in the order it preempted them.
+
+    The batcher is given the state directly: every request is added in priority order (running
+    ones first, so they pop first and are moved to the running list), then its c, g and blocks
+    are set; the GPU's blocks are the free ones plus those the running requests hold.
+    """
+    names = [*case.running, *case.waiting]
+    held = sum(case.requests[name]["blocks"] for name in case.running)
+    policy = _RecordingPolicy()
+    batcher = ContinuousBatcher(gpus=1, total_blocks=case.free_blocks + held,
+                                block_size=case.block_size, max_num_seqs=case.max_num_seqs,
+                                max_num_batched_tokens=case.budget, policy=policy)
+    for rank, name in enumerate(names):
+        state = case.requests[name]
+        handle = batcher.add(state["P"], state["g"] + 1, neg_key=float(rank), request_id=rank)
+        batcher.computed[handle] = state["c"]
+        batcher.generated[handle] = state["g"]
+        batcher.blocks[handle] = state["blocks"]
+        batcher.admitted_once[handle] = batcher.started[handle] = state["c"] + state["g"] > 0
+    for _ in case.running:
+        batcher.running[0].append(policy.pop())
+    batcher.free_blocks[0] = case.free_blocks
+    policy.pushed.clear()
+    iteration = batcher.schedule(0)
+    scheduled = [] if iteration is None else [
+        (names[h], n) for h, n in zip(iteration.handles, iteration.tokens, strict=True)]
+    return scheduled, [names[h] for h in policy.pushed]
+
+
+def _round_variant(running, waiting, requests, free_blocks, budget, max_num_seqs, block_size, *,
+                   front=False, admit_after_preemption=False, skip_ahead=False,
+                   no_chunking=False, ignore_held=False, forget_generated=False):
+    """A scheduling round as a student might write it, with one mistake switched on (with none,
+    the round of docs/continuous.md)."""
+    running = list(running)
+    held = {name: state["blocks"] for name, state in requests.items()}
+    scheduled, preempted = [], []
+    free = free_blocks
+    i = 0
+    while i < len(running) and budget > 0:
+        name = running[i]
+        state = requests[name]
+        left = state["P"] + state["g"] - state["c"]
+        n = left if no_chunking else min(left, budget)
+        need = blocks_for(state["c"] + n, block_size) - (0 if ignore_held else held[name])
+        victim = None
+        while need > free:
+            victim = running.pop(i if front else -1)
+            free += held[victim]
+            held[victim] = 0
+            preempted.append(victim)
+            if victim == name:
+                break
+        if victim == name:
+            break
+        free -= need
+        held[name] += need
+        budget -= n
+        scheduled.append((name, n))
+        i += 1
+    if not preempted or admit_after_preemption:
+        for name in waiting:
+            if len(running) >= max_num_seqs or budget <= 0:
+                break
+            state = requests[name]
+            left = state["P"] + (0 if forget_generated else state["g"])
+            n = left if no_chunking else min(left, budget)
+            need = blocks_for(n, block_size)
+            if need > free:
+                if skip_ahead:
+                    continue
+                break
+            running.append(name)
+            free -= need
+            held[name] = need
+            budget -= n
+            scheduled.append((name, n))
+    return scheduled, preempted
+
+
+ROUND_MISTAKES = {
+    "front": "preempt from the back: the victim is the last request of the running list (the "
+             "lowest priority, not yet scheduled this round), not the one at the front",
+    "admit_after_preemption": "a round that preempted admits nobody: the waiting pass runs only "
+                              "if nothing was preempted",
+    "skip_ahead": "the waiting pass stops at the first request whose blocks are not free - no "
+                  "skipping ahead to a smaller one behind it",
+    "no_chunking": "chunk to the budget: a request computes n = min(tokens left to compute, "
+                   "budget left) tokens, and the budget bounds the whole round",
+    "ignore_held": "a running request already holds blocks: it needs ceil((c + n) / block_size) "
+                   "- blocks held new ones, not ceil((c + n) / block_size)",
+    "forget_generated": "a preempted request recomputes its prompt and the g tokens it had "
+                        "generated: n = min(P + g, budget left)",
+}
+
+
+def _state(name, P, g=0, c=0, blocks=0) -> tuple[str, dict[str, int]]:  # noqa: N803
+    return name, {"P": P, "g": g, "c": c, "blocks": blocks}
+
+
+def _hand_case(name, running, waiting, free_blocks, budget, max_num_seqs=8, block_size=4
+               ) -> RoundCase:
+    states = dict(running + waiting)
+    return RoundCase(name, tuple(n for n, _ in running), tuple(n for n, _ in waiting), states,
+                     free_blocks, budget, max_num_seqs, block_size)
+
+
+def engine_states(seed: int = 8, rounds: int = 400, total_blocks: int = 24, block_size: int = 4,
+                  max_num_seqs: int = 5, budget: int = 16):
+    """The states a real :class:`ContinuousBatcher` goes through on a seeded random stream of
+    requests (one GPU; a request arrives before a round with probability 0.45): yields
+    ``(step, case, (scheduled, preempted))`` for every round that scheduled something, with the
+    state before the round and what the batcher then did."""
+    rng = np.random.default_rng(seed)
+    batcher = ContinuousBatcher(gpus=1, total_blocks=total_blocks, block_size=block_size,
+                                max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
+                                policy=PriorityPolicy())
+    for step in range(rounds):
+        if rng.random() < 0.45:
+            ident = len(batcher.prompt)
+            batcher.add(int(rng.integers(2, 30)), int(rng.integers(1, 14)),
+                        neg_key=-float(rng.integers(1, 4)), arrival_s=float(step),
+                        request_id=ident)
+        running = list(batcher.running[0])
+        waiting = [h for _, h in sorted(batcher.policy.heap)]
+        states = {f"r{h}": {"P": batcher.prompt[h], "g": batcher.generated[h],
+                            "c": batcher.computed[h], "blocks": batcher.blocks[h]}
+                  for h in running + waiting}
+        case = RoundCase(f"round {step} of a simulated GPU", tuple(f"r{h}" for h in running),
+                         tuple(f"r{h}" for h in waiting), states, batcher.free_blocks[0], budget,
+                         max_num_seqs, block_size)
+        iteration = batcher.schedule(0)
+        if iteration is None:
+            continue
+        yield step, case, ([(f"r{h}", n) for h, n in zip(iteration.handles, iteration.tokens,
+                                                          strict=True)],
+                           [f"r{h}" for h in iteration.preempted])
+        batcher.complete(0)
+
+
+def _engine_cases() -> list[RoundCase]:
+    """Three states from :func:`engine_states` (24 blocks of 4 tokens, budget 16, at most 5
+    running): the first round that schedules at least four requests with a prompt chunk among
+    them, the first that preempts, and the first whose waiting pass stops for want of blocks."""
+    def left(case, name):
+        state = case.requests[name]
+        return state["P"] + state["g"] - state["c"]
+
+    def chunk_beside_decodes(case, scheduled, preempted):
+        return len(scheduled) >= 4 and any(1 < n < left(case, name) for name, n in scheduled)
+
+    def stops_for_blocks(case, scheduled, preempted):
+        admitted = sum(name in case.waiting for name, _ in scheduled)
+        return (not preempted and admitted < len(case.waiting)
+                and len(case.running) + admitted < case.max_num_seqs
+                and sum(n for _, n in scheduled) < case.budget)
+
+    kinds = {"schedules a prompt chunk beside decodes": chunk_beside_decodes,
+             "preempts": lambda case, scheduled, preempted: bool(preempted),
+             "stops for want of blocks": stops_for_blocks}
+    found: dict[str, RoundCase] = {}
+    for step, case, (scheduled, preempted) in engine_states():
+        for kind, hit in kinds.items():
+            if kind not in found and hit(case, scheduled, preempted):
+                found[kind] = replace(case, name=f"round {step} of a simulated GPU ({kind})")
+        if len(found) == len(kinds):
+            break
+    return sorted(found.values(), key=lambda case: int(case.name.split()[1]))
+
+
+def scheduling_round_cases() -> list[RoundCase]:
+    """The checker's cases, in order: one rule at a time, then states a real batcher reached."""
+    S = _state  # noqa: N806
+    decoding = [S("a", 8, g=1, c=8, blocks=2), S("b", 6, g=2, c=7, blocks=2),
+                S("c", 12, g=3, c=14, blocks=4)]
+    return [
+        _hand_case("an idle GPU admits in priority order", [],
+                   [S("a", 6), S("b", 9), S("c", 3)], free_blocks=20, budget=64),
+        _hand_case("the budget chunks a long prompt", [S("a", 6, g=2, c=7, blocks=2)],
+                   [S("b", 40), S("c", 4)], free_blocks=20, budget=16),
+        _hand_case("a chunked prompt goes on; the budget runs out before the decode",
+                   [S("a", 40, c=15, blocks=4), S("b", 5, g=3, c=7, blocks=2)], [],
+                   free_blocks=10, budget=16),
+        _hand_case("max_num_seqs caps the running list",
+                   [S("a", 5, g=1, c=5, blocks=2), S("b", 7, g=4, c=10, blocks=3)],
+                   [S("c", 3), S("d", 2), S("e", 2)], free_blocks=20, budget=64,
+                   max_num_seqs=3),
+        _hand_case("a request that does not fit blocks the ones behind it",
+                   [S("a", 6, g=1, c=6, blocks=2)], [S("b", 30), S("c", 3)], free_blocks=5,
+                   budget=64),
+        _hand_case("a preempted request comes back", [], [S("a", 10, g=6)], free_blocks=10,
+                   budget=64),
+        _hand_case("blocks already held count",
+                   [S("a", 10, g=3, c=12, blocks=3), S("b", 5, g=1, c=5, blocks=2)],
+                   [S("c", 4)], free_blocks=2, budget=64),
+        _hand_case("out of blocks: the last running request is preempted", decoding, [],
+                   free_blocks=0, budget=64),
+        _hand_case("no admissions in a round that preempted", decoding, [S("d", 2)],
+                   free_blocks=0, budget=64),
+        _hand_case("the victim can be the request being scheduled",
+                   [S("x", 4, g=2, c=5, blocks=2), S("a", 20, c=8, blocks=2),
+                    S("b", 2, g=1, c=2, blocks=1)], [], free_blocks=1, budget=16),
+        *_engine_cases(),
+    ]
+
+
+def _round_answer(answer) -> tuple[list[tuple[str, int]], list[str]]:
+    scheduled, preempted = answer
+    return ([(str(name), int(n)) for name, n in scheduled], [str(name) for name in preempted])
+
+
+def _show_round(answer) -> str:
+    scheduled, preempted = answer
+    return (f"scheduled [{', '.join(f'({n}, {k})' for n, k in scheduled)}], "
+            f"preempted [{', '.join(preempted)}]")
+
+
+def _explains(student: Callable, flag: str, cases: Sequence[RoundCase]) -> bool:
+    """Whether the mistake ``flag`` gives the student's answer on every one of ``cases`` (each
+    call gets fresh arguments, so a function that changes them cannot mislead the next)."""
+    for case in cases:
+        try:
+            if (_round_answer(student(*case.arguments()))
+                    != _round_answer(_round_variant(*case.arguments(), **{flag: True}))):
+                return False
+        except Exception:
+            return False
+    return True
+
+
+def check_scheduling_round(student: Callable) -> CheckResult:
+    """``student(running, waiting, requests, free_blocks, budget, max_num_seqs, block_size)
+    -> (scheduled, preempted)``: one scheduling round of one GPU (see :class:`RoundCase` for
+    the arguments; ``scheduled`` lists (name, n) pairs in the order the round schedules them,
+    ``preempted`` the names it preempts, in order).
+
+    Each case is compared with what the package's own
+    :meth:`~apslab.core.continuous_batcher.ContinuousBatcher.schedule` does from the same state
+    (:func:`engine_round`). At the first disagreement it raises AssertionError with the case,
+    both answers and, for each common mistake that explains every answer the student's function
+    gave so far (the cases it passed and the one it failed), a hint. Returns the CheckResult when
+    every case passes.
+    """
+    cases = scheduling_round_cases()
+
+    def make_check(index, case):
+        def check():
+            expected = engine_round(case)
+            got = _call(student, case.name, *case.arguments())
+            try:
+                got = _round_answer(got)
+            except (TypeError, ValueError):
+                raise _Failed(f"{case.name}: return (scheduled, preempted) - scheduled a list of "
+                              f"(name, n) pairs, preempted a list of names; got {got!r}"
+                              ) from None
+            if got == expected:
+                return
+            messages = [f"{case.name}: {case.describe()}",
+                        f"expected {_show_round(expected)}",
+                        f"yours    {_show_round(got)}"]
+            for flag, text in ROUND_MISTAKES.items():
+                if _explains(student, flag, cases[:index + 1]):
+                    messages.append(f"hint: {text}")
+            raise _Failed(*messages)
+        return check
+
+    result = _run("scheduling round", [(c.name, make_check(i, c)) for i, c in enumerate(cases)],
+                  "Same rounds as apslab.core.continuous_batcher.ContinuousBatcher.schedule.")
+    if not result.passed:
+        raise AssertionError(str(result))
+    return result

@@ -14,10 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from ..sim.result import SimulationResult
-from .appkit import ADMITTED_COLOR, REJECTED_COLOR, color, new_figure
+from ..sim.result import IterationLog, SimulationResult
+from .appkit import ADMITTED_COLOR, COLORS, REJECTED_COLOR, color, new_figure
+from .continuous_lab import EngineRun
 from .datasets import DecodeMeasurements
 from .experiments import BatchingPoint, BidClassWaits, BucketRun, ClaimRange, LoadPoint
 from .fit import SEED_SPEEDUP, FitResult, SourceFits, sqrt_curve
@@ -464,4 +468,261 @@ def load_sweep_figure(points: Sequence[LoadPoint]) -> Figure:
 def claims_figure(points: Sequence[LoadPoint], claims: Sequence[ClaimRange]) -> Figure:
     figure = new_figure(1, 1, width=9.0, height=2.8)
     draw_claims(figure.axes[0], points, claims)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# 08: continuous batching
+
+DECODE_COLOR = COLORS[0]
+PREFILL_COLOR = COLORS[1]
+_SHARE_CMAP = LinearSegmentedColormap.from_list("prefill_share", [DECODE_COLOR, PREFILL_COLOR])
+
+
+def prefill_share(log: IterationLog) -> np.ndarray:
+    """Each iteration's prompt (and recomputation) tokens over all its tokens."""
+    tokens = log.prefill_tokens + log.decode_tokens
+    return np.divide(log.prefill_tokens, tokens, out=np.zeros(len(log)), where=tokens > 0)
+
+
+def _window(log: IterationLog, start_s: float | None, end_s: float | None) -> np.ndarray:
+    """Rows of iterations that overlap [start_s, end_s]."""
+    start = -np.inf if start_s is None else start_s
+    end = np.inf if end_s is None else end_s
+    return np.flatnonzero((log.start_s + log.duration_s > start) & (log.start_s < end))
+
+
+def rectangles(ax: Axes, left, width, bottom, height, colors, **kwargs) -> PolyCollection:
+    """Axis-aligned rectangles as one collection (thousands draw fast, unlike one patch each);
+    ``collection.get_paths()[i].vertices`` are rectangle i's corners."""
+    left, width, bottom, height = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (left, width, bottom, height)))
+    right, top = left + width, bottom + height
+    corners = np.stack([np.column_stack(pair) for pair in
+                        ((left, bottom), (right, bottom), (right, top), (left, top))], axis=1)
+    collection = PolyCollection(corners.reshape(-1, 4, 2), facecolors=colors, **kwargs)
+    ax.add_collection(collection)
+    ax.autoscale_view()
+    return collection
+
+
+def draw_iteration_timeline(ax: Axes, log: IterationLog, start_s: float | None = None,
+                            end_s: float | None = None, title: str = "") -> dict:
+    """One lane per GPU, one bar per iteration (from its start, as long as it lasts), coloured
+    from blue (decodes only) to orange (prompt tokens only) by its share of prompt tokens; a red
+    x above an iteration whose round preempted requests.
+
+    Artists: ``"gpu 0"``, ``"gpu 1"``... (collections of one rectangle per iteration shown) and
+    ``"preemptions"`` (one point per preempting iteration).
+    """
+    ax.clear()
+    rows = _window(log, start_s, end_s)
+    share = prefill_share(log)
+    gpus = int(log.gpu.max()) + 1 if len(log) else 1
+    artists = {}
+    for gpu in range(gpus):
+        mine = rows[log.gpu[rows] == gpu]
+        artists[f"gpu {gpu}"] = rectangles(ax, log.start_s[mine], log.duration_s[mine],
+                                           gpu - 0.3, 0.6, _SHARE_CMAP(share[mine]),
+                                           edgecolors="white", linewidths=0.3)
+    hit = rows[log.preempted[rows] > 0]
+    artists["preemptions"] = ax.scatter(log.start_s[hit] + log.duration_s[hit] / 2,
+                                        log.gpu[hit] - 0.4, marker="x", s=30,
+                                        color=REJECTED_COLOR, label="round preempted", zorder=3)
+    ax.set_yticks(range(gpus), [f"GPU {g}" for g in range(gpus)])
+    ax.set_ylim(gpus + 0.15, -0.6)
+    if start_s is not None and end_s is not None:
+        ax.set_xlim(start_s, end_s)
+    ax.set_xlabel("time (s)")
+    handles = [Patch(color=DECODE_COLOR, label="decodes only"),
+               Patch(color=PREFILL_COLOR, label="prompt tokens only"), artists["preemptions"]]
+    ax.legend(handles=handles, fontsize="x-small", loc="lower right", ncols=3)
+    ax.set_title(title or f"{len(rows)} iterations, coloured by their share of prompt tokens",
+                 fontsize="small")
+    return artists
+
+
+def draw_iteration_tokens(ax: Axes, log: IterationLog, start_s: float | None = None,
+                          end_s: float | None = None, gpu: int = 0) -> dict:
+    """Tokens computed in each iteration of one GPU: decodes (blue) with prompt tokens stacked
+    on top (orange), each bar as wide as the iteration lasted (collections of rectangles)."""
+    ax.clear()
+    rows = _window(log, start_s, end_s)
+    rows = rows[log.gpu[rows] == gpu]
+    left, width = log.start_s[rows], log.duration_s[rows]
+    decode = rectangles(ax, left, width, 0.0, log.decode_tokens[rows], DECODE_COLOR,
+                        label="decode tokens")
+    prefill = rectangles(ax, left, width, log.decode_tokens[rows], log.prefill_tokens[rows],
+                         PREFILL_COLOR, label="prompt (and recomputed) tokens")
+    ax.set_yscale("symlog", linthresh=10)
+    top = float((log.decode_tokens[rows] + log.prefill_tokens[rows]).max()) if len(rows) else 1
+    ax.set_ylim(0, max(10.0, top) * 12)  # room above the bars for the legend
+    if start_s is not None and end_s is not None:
+        ax.set_xlim(start_s, end_s)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(f"tokens per iteration\n(GPU {gpu})")
+    ax.legend(handles=[Patch(color=DECODE_COLOR, label="decode tokens"),
+                       Patch(color=PREFILL_COLOR, label="prompt (and recomputed) tokens")],
+              fontsize="x-small", loc="upper right")
+    return {"decode": decode, "prefill": prefill}
+
+
+def iteration_timeline_figure(log: IterationLog, start_s: float | None = None,
+                              end_s: float | None = None, title: str = "") -> Figure:
+    """Top: the timeline per GPU. Bottom: GPU 0's tokens per iteration, on the same time axis."""
+    figure = new_figure(2, 1, width=9.0, height=4.6)
+    top, bottom = figure.axes
+    bottom.sharex(top)
+    draw_iteration_timeline(top, log, start_s, end_s, title)
+    draw_iteration_tokens(bottom, log, start_s, end_s)
+    return figure
+
+
+LATENCY_METRICS = (("TTFT\np50", "ttft_p50_s"), ("TTFT\np99", "ttft_p99_s"),
+                   ("TPOT\np50", "tpot_p50_s"), ("TPOT\np99", "tpot_p99_s"),
+                   ("latency\np50", "latency_p50_s"), ("latency\np99", "latency_p99_s"))
+HARDWARE_METRICS = (("GPU busy", "gpu_busy"), ("MBU", "mbu"), ("MFU", "mfu"))
+
+
+ENGINE_COLORS = {"static": COLORS[7], "continuous": COLORS[2]}
+
+
+def _grouped_bars(ax: Axes, runs: Sequence[EngineRun], metrics, scale: float = 1.0) -> dict:
+    x = np.arange(len(metrics))
+    width = 0.8 / max(1, len(runs))
+    artists = {}
+    for index, run in enumerate(runs):
+        values = [getattr(run, field) * scale for _, field in metrics]
+        artists[run.label] = ax.bar(x + (index - (len(runs) - 1) / 2) * width, values,
+                                    width=width, color=ENGINE_COLORS.get(run.label, color(index)),
+                                    label=run.label)
+    ax.set_xticks(x, [name for name, _ in metrics], fontsize="small")
+    ax.legend(fontsize="small")
+    return artists
+
+
+def draw_engine_latencies(ax: Axes, runs: Sequence[EngineRun]) -> dict:
+    """TTFT, TPOT and latency percentiles of each run (grouped bars, log scale)."""
+    ax.clear()
+    artists = _grouped_bars(ax, runs, LATENCY_METRICS)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("what each request sees", fontsize="small")
+    return artists
+
+
+def draw_hardware_use(ax: Axes, runs: Sequence[EngineRun]) -> dict:
+    """GPU busy, MBU and MFU of each run, in percent (grouped bars)."""
+    ax.clear()
+    artists = _grouped_bars(ax, runs, HARDWARE_METRICS, scale=100.0)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("% of elapsed time / of the roof")
+    ax.set_title("what the GPU reports", fontsize="small")
+    return artists
+
+
+def engine_comparison_figure(runs: Sequence[EngineRun]) -> Figure:
+    """Left: latency percentiles per engine. Right: GPU busy, MBU and MFU per engine."""
+    figure = new_figure(1, 2, width=11.0, height=3.6)
+    figure.axes[0].get_gridspec().set_width_ratios([2, 1])
+    draw_engine_latencies(figure.axes[0], runs)
+    draw_hardware_use(figure.axes[1], runs)
+    return figure
+
+
+def draw_budget_tradeoff(ax: Axes, runs: Sequence[EngineRun], current: int | None = None
+                         ) -> dict:
+    """TTFT against TPOT and the longest gap between tokens, as the token budget changes."""
+    ax.clear()
+    budget = [run.max_num_batched_tokens for run in runs]
+    lines = {
+        "ttft_p50": ("TTFT p50", "ttft_p50_s", color(3), "-"),
+        "ttft_p99": ("TTFT p99", "ttft_p99_s", color(3), "--"),
+        "tpot_p99": ("TPOT p99", "tpot_p99_s", color(0), "-"),
+        "max_tbt_p99": ("longest gap between tokens, p99", "max_tbt_p99_s", color(0), "--"),
+    }
+    artists = {}
+    for key, (label, field, line_color, style) in lines.items():
+        artists[key] = ax.plot(budget, [getattr(run, field) for run in runs], marker="o", ms=3,
+                               ls=style, color=line_color, label=label)[0]
+    if current is not None:
+        artists["current"] = ax.axvline(current, color="#555555", ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budget, [str(b) for b in budget])
+    ax.set_yscale("log")
+    ax.set_xlabel("token budget per iteration (max_num_batched_tokens)")
+    ax.set_ylabel("seconds (log scale)")
+    ax.set_title("a smaller budget chunks prompts: shorter stalls, later first tokens",
+                 fontsize="small")
+    ax.legend(fontsize="x-small")
+    return artists
+
+
+def budget_figure(runs: Sequence[EngineRun]) -> Figure:
+    figure = new_figure(1, 1, width=7.5, height=3.8)
+    draw_budget_tradeoff(figure.axes[0], runs)
+    return figure
+
+
+def draw_kv_pressure(ax: Axes, twin: Axes, runs: Sequence[EngineRun]) -> dict:
+    """Preemptions (``ax``) and p99 TTFT and throughput (``twin``, e.g. ``ax.twinx()``) against
+    the KV cache size."""
+    ax.clear()
+    twin.clear()
+    gib = [run.kv_cache_gib for run in runs]
+    preemptions = ax.bar(range(len(runs)), [run.preemptions for run in runs],
+                         color=REJECTED_COLOR, alpha=0.6, label="preemptions")
+    ax.set_xticks(range(len(runs)), [f"{g:g}" for g in gib])
+    ax.set_xlabel("KV cache per GPU (GiB)")
+    ax.set_ylabel("preemptions", color=REJECTED_COLOR)
+    ttft = twin.plot(range(len(runs)), [run.ttft_p99_s for run in runs], marker="o", ms=3,
+                     color=color(3), label="TTFT p99 (s)")[0]
+    twin.set_yscale("log")
+    twin.set_ylabel("TTFT p99 (s, log scale)", color=color(3))
+    twin.yaxis.set_label_position("right")
+    twin.yaxis.tick_right()
+    ax.set_title("a smaller KV cache: preemptions, recomputation, waiting", fontsize="small")
+    ax.legend([preemptions, ttft], ["preemptions", "TTFT p99"], fontsize="x-small",
+              loc="upper right")
+    return {"preemptions": preemptions, "ttft_p99": ttft}
+
+
+def kv_pressure_figure(runs: Sequence[EngineRun]) -> Figure:
+    figure = new_figure(1, 1, width=7.5, height=3.6)
+    ax = figure.axes[0]
+    draw_kv_pressure(ax, ax.twinx(), runs)
+    return figure
+
+
+def draw_busy_against_load(ax: Axes, twin: Axes, runs: Sequence[EngineRun]) -> dict:
+    """GPU busy, MBU and MFU (``ax``, %) and served tokens/s (``twin``) against the load."""
+    ax.clear()
+    twin.clear()
+    loads = [run.load for run in runs]
+    artists = {}
+    for (label, field), line_color in zip(HARDWARE_METRICS, (color(3), color(0), color(2)),
+                                          strict=True):
+        artists[field] = ax.plot(loads, [100 * getattr(run, field) for run in runs],
+                                 marker="o", ms=3, color=line_color, label=label)[0]
+    ax.set_ylim(0, 105)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(loads, [f"{load:g}" for load in loads])
+    ax.set_xlabel("load (x the scenario's arrival rates)")
+    ax.set_ylabel("% of elapsed time / of the roof")
+    served = twin.plot(loads, [run.throughput_tokens_per_s for run in runs], ls="--",
+                       marker="s", ms=3, color="#555555", label="served tokens/s")[0]
+    twin.set_ylabel("served output tokens/s")
+    twin.yaxis.set_label_position("right")
+    twin.yaxis.tick_right()
+    artists["throughput"] = served
+    lines = [*artists.values()]
+    ax.legend(lines, [line.get_label() for line in lines], fontsize="x-small", loc="center left")
+    ax.set_title("busy stops moving; MFU and tokens/s keep growing", fontsize="small")
+    return artists
+
+
+def busy_figure(runs: Sequence[EngineRun]) -> Figure:
+    figure = new_figure(1, 1, width=7.5, height=3.6)
+    ax = figure.axes[0]
+    draw_busy_against_load(ax, ax.twinx(), runs)
     return figure

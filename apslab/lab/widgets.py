@@ -22,6 +22,16 @@ from . import fit as fitting
 from . import plots
 from .appkit import CONTROL_STYLE, FigureApp
 from .appkit import slider as _slider
+from .continuous_lab import (
+    ENGINE_COLUMNS,
+    engine_table,
+    iteration_log,
+    lab_scenario,
+    lab_trace,
+    measure,
+    run_engines,
+    with_continuous,
+)
 from .datasets import DecodeMeasurements, load_a100_decode_throughput
 
 # --------------------------------------------------------------------------------------------
@@ -320,3 +330,73 @@ class FairnessApp(FigureApp):
                 f"demanded) {self.fairness['jain_per_demand']:.3f}; GPU busy "
                 f"{self.point.gpu_utilization:.1%}; requests rejected "
                 f"{self.point.rejected_share:.1%}")
+
+
+# --------------------------------------------------------------------------------------------
+# 08
+
+
+TOKEN_BUDGETS = (32, 64, 128, 256, 512, 1024, 2048)
+KV_CACHE_GIB_08 = (1, 2, 3, 4, 8, 32)
+
+
+class ContinuousApp(FigureApp):
+    """Static against continuous batching on the same trace and roofline A100.
+
+    Controls: the load, which engine the timeline shows, and the continuous engine's token
+    budget and KV cache (the KV cache also bounds the static engine's batches). Both engines
+    run on every change; the left panel is the chosen engine's iterations over ``window_s``,
+    the right one both engines' latency percentiles.
+    """
+
+    def __init__(self, scenario: Scenario | None = None,
+                 window_s: tuple[float, float] = (30.0, 32.0)) -> None:
+        self.base = scenario or lab_scenario()
+        self.window_s = window_s
+        self._traces: dict[float, Trace] = {}
+        controls = {
+            "load": _slider(widgets.FloatSlider, "load (x arrival rates)", value=1.0, min=0.5,
+                            max=8.0, step=0.5),
+            "batching": widgets.ToggleButtons(options=("continuous", "static"),
+                                              value="continuous", description="timeline of",
+                                              style={"button_width": "90px"}),
+            "max_num_batched_tokens": _slider(widgets.SelectionSlider, "token budget",
+                                              options=TOKEN_BUDGETS, value=2048),
+            "kv_cache_gib": _slider(widgets.SelectionSlider, "KV cache (GiB)",
+                                    options=KV_CACHE_GIB_08, value=32),
+        }
+        figure = plots.new_figure(1, 2, width=12.0, height=3.8)
+        figure.axes[0].get_gridspec().set_width_ratios([3, 2])
+        super().__init__(controls, figure)
+
+    def trace_for(self, load: float) -> Trace:
+        load = round(float(load), 6)
+        if load not in self._traces:
+            self._traces[load] = lab_trace(self.base, load)
+        return self._traces[load]
+
+    def scenario(self) -> Scenario:
+        v = self.values()
+        return with_continuous(
+            self.base, max_num_batched_tokens=v["max_num_batched_tokens"],
+            kv_cache_gib=v["kv_cache_gib"])
+
+    def draw(self) -> str:
+        v = self.values()
+        trace = self.trace_for(v["load"])
+        self.results = run_engines(self.scenario(), trace, keep_iterations=True)
+        self.runs = {name: measure(result, name, v["load"])
+                     for name, result in self.results.items()}
+        self.log = iteration_log(self.results[v["batching"]])
+        start, end = self.window_s
+        self.artists = {
+            "timeline": plots.draw_iteration_timeline(
+                self.figure.axes[0], self.log, start, end,
+                f"{v['batching']} batching: iterations from {start:g} s to {end:g} s"),
+            "latencies": plots.draw_engine_latencies(self.figure.axes[1],
+                                                     list(self.runs.values())),
+        }
+        columns = (*ENGINE_COLUMNS, ("preemptions", "preemptions", "d"),
+                   ("wasted tokens", "wasted_tokens", ",d"))
+        return (f"{len(trace)} requests at load {v['load']:g}\n"
+                + engine_table(list(self.runs.values()), columns))
