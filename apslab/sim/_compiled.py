@@ -10,9 +10,21 @@ import ctypes
 import functools
 from pathlib import Path
 
-from ..core._native import DOUBLE_P, INT64_P, load_library, pointer
+from ..core._native import DOUBLE_P, INT64_P, UINT8_P, load_library, pointer
 
-__all__ = ["available", "library", "pointer"]
+__all__ = ["ContinuousIteration", "available", "continuous_loop", "library", "pointer"]
+
+INT32_P = ctypes.POINTER(ctypes.c_int32)
+UINT64_P = ctypes.POINTER(ctypes.c_uint64)
+
+
+class ContinuousIteration(ctypes.Structure):
+    """One row of the compiled continuous loop's iteration log (the C struct of that name)."""
+
+    _fields_ = [("gpu", ctypes.c_int64), ("start_s", ctypes.c_double),
+                ("duration_s", ctypes.c_double), ("requests", ctypes.c_int64),
+                ("prefill_tokens", ctypes.c_int64), ("decode_tokens", ctypes.c_int64),
+                ("blocks_used", ctypes.c_int64), ("preempted", ctypes.c_int64)]
 
 
 @functools.cache
@@ -32,6 +44,24 @@ def library() -> ctypes.CDLL | None:
         ctypes.c_double, DOUBLE_P,  # prefill rate, decode rate by batch size
         INT64_P, INT64_P, DOUBLE_P, DOUBLE_P, DOUBLE_P, INT64_P, INT64_P,  # outputs
     ]
+    continuous = getattr(lib, "apslab_run_continuous", None)
+    if continuous is not None:
+        continuous.restype = ctypes.c_int64
+        continuous.argtypes = [
+            ctypes.c_int64, DOUBLE_P, INT64_P, INT64_P, INT64_P, INT64_P, INT64_P,  # candidates
+            ctypes.c_int64,  # trace rows
+            ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # gpus, blocks, ...
+            ctypes.c_int64, ctypes.c_double, ctypes.c_int64,  # budget, window, policy code
+            ctypes.c_int64, DOUBLE_P, ctypes.c_double, ctypes.c_double,  # VTC
+            ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,  # IterationCost ints
+            ctypes.c_double, ctypes.c_double, ctypes.c_double,  # its floats
+            ctypes.c_int64, DOUBLE_P, DOUBLE_P, DOUBLE_P, DOUBLE_P,  # queue limit, buckets
+            DOUBLE_P, DOUBLE_P, DOUBLE_P, INT64_P, DOUBLE_P, INT32_P, UINT8_P,  # per request
+            INT64_P, UINT64_P, DOUBLE_P, DOUBLE_P,  # totals
+            ctypes.c_int64, ctypes.POINTER(ctypes.POINTER(ContinuousIteration)), INT64_P,  # log
+        ]
+        lib.apslab_free_continuous_log.restype = None
+        lib.apslab_free_continuous_log.argtypes = [ctypes.POINTER(ContinuousIteration)]
     return lib
 
 
@@ -41,6 +71,12 @@ def available() -> bool:
 
 
 def continuous_loop():
-    """The compiled continuous-batching loop as a ctypes function, or None when not built."""
+    """The compiled continuous-batching loop (``apslab_run_continuous``, its signature set) as a
+    ctypes function, or None when not built."""
     lib = library()
     return getattr(lib, "apslab_run_continuous", None) if lib is not None else None
+
+
+def free_continuous_log(log) -> None:
+    """Release an iteration log the compiled continuous loop returned."""
+    library().apslab_free_continuous_log(log)

@@ -24,6 +24,7 @@ the same rules bit-identically and is used automatically when built.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from array import array
 
@@ -112,6 +113,12 @@ def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bo
     if engine == "compiled" and compiled is None:
         raise RuntimeError("the compiled continuous loop is not built (reinstall apslab with a "
                            "C compiler)")
+    if compiled is not None:
+        unsupported = _compiled_unsupported(scenario, trace)
+        if unsupported is not None:
+            if engine == "compiled":
+                raise RuntimeError(f"the compiled continuous loop cannot run this: {unsupported}")
+            compiled = None
     if compiled is not None:
         columns = _run_compiled(compiled, scenario, trace, order, tenant_index, bucket_of,
                                 buckets, total_blocks, keep_iterations)
@@ -291,6 +298,122 @@ class _Loop:
                 np.frombuffer(self.queue_full, dtype=np.int64), totals, log)
 
 
+# ----------------------------------------------------------------------------------------------
+# The compiled loop (apslab/sim/_eventloop.c's apslab_run_continuous), marshalled with ctypes
+
+_POLICY_CODES = {"priority": 0, "fcfs": 1, "vtc": 2}
+
+
+def _compiled_unsupported(scenario: Scenario, trace: Trace) -> str | None:
+    """Why the C loop could not repeat the Python loop's arithmetic exactly here, or None.
+
+    The C loop takes the cost model's constants as int64 and float64 (Python would divide an
+    int by an int exactly, were a rate an int), and compares token counts as doubles (exact
+    below 2**53). Scenarios parsed from TOML always qualify.
+    """
+    cost, sched = scenario.gpu.iteration_cost(), scenario.scheduler
+    integers = (cost.weight_bytes, cost.kv_bytes_per_token, cost.matmul_flops_per_token,
+                cost.attention_flops_per_pair)
+    if not all(type(value) is int and 0 <= value < 1 << 63 for value in integers):
+        return "the cost model's integer constants must fit in int64"
+    limits = (scenario.cluster.gpus, sched.block_size, sched.max_num_seqs,
+              sched.max_num_batched_tokens, sched.max_queue_length or 0)
+    if not all(abs(value) < 1 << 62 for value in limits):
+        return "the scheduler's limits must fit in int64"
+    if sched.policy == "vtc" and not all(t.share > 0 for t in scenario.tenants):
+        return "VTC shares must be > 0"
+    if not all(type(value) is float for value in (cost.bandwidth, cost.flop_rate,
+                                                  cost.overhead_s)):
+        return "the cost model's rates and overhead must be floats"
+    if len(trace) and int(trace.prompt_tokens.max()) + int(trace.output_tokens.max()) >= 1 << 53:
+        return "token counts must stay below 2**53"
+    return None
+
+
 def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buckets,
-                  total_blocks, keep_iterations):  # pragma: no cover - replaced when C lands
-    raise NotImplementedError
+                  total_blocks, keep_iterations):
+    """Run the C loop on the candidates; returns what :meth:`_Loop.columns` returns.
+
+    Everything per request is numpy: the candidates' columns in (arrival_s, row) order, the
+    priority order as an integer rank (a lexsort of the priority policy's very tuple
+    (-key, arrival_s, request_id), so the C loop compares integers, never re-derives a float),
+    and output columns by trace row that the C loop fills.
+    """
+    sched, tenants = scenario.scheduler, scenario.tenants
+    cost = scenario.gpu.iteration_cost()
+    gpus, count, n = scenario.cluster.gpus, len(order), len(trace)
+    if min(gpus, sched.block_size, sched.max_num_seqs, sched.max_num_batched_tokens) < 1 \
+            or total_blocks < 0:  # as ContinuousBatcher checks
+        raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
+                         ">= 1 and total_blocks >= 0")
+    arrival = np.ascontiguousarray(trace.arrival_s[order], dtype=np.float64)
+    rows = np.ascontiguousarray(order, dtype=np.int64)
+    prompt = np.ascontiguousarray(trace.prompt_tokens[order], dtype=np.int64)
+    output = np.ascontiguousarray(trace.output_tokens[order], dtype=np.int64)
+    tenant = np.ascontiguousarray(tenant_index[order], dtype=np.int64)
+    rank = np.arange(count, dtype=np.int64)  # fcfs and vtc: (arrival_s, row) = candidate order
+    if sched.policy == "priority":
+        neg_key = -static_priority_key(trace.priority_bid[order], arrival, sched.aging_per_s)
+        rank[np.lexsort((rows, arrival, neg_key))] = rank.copy()
+        del neg_key
+    shares = np.array([t.share for t in tenants] or [1.0], dtype=np.float64)
+    limited = bucket_of is not None
+    rate, burst, tokens, last = (np.array([getattr(b, name) for b in buckets] or [0.0],
+                                          dtype=np.float64)
+                                 for name in ("rate_limit", "burst_cap", "tokens",
+                                              "last_update_s"))
+    start, first, finish, max_tbt = (np.empty(n, dtype=np.float64) for _ in range(4))
+    preemptions = np.empty(n, dtype=np.int64)
+    finish_gpu = np.empty(n, dtype=np.int32)
+    status = np.empty(count, dtype=np.uint8)
+    totals = np.zeros(3, dtype=np.int64)
+    wide = np.zeros(4, dtype=np.uint64)
+    busy = np.zeros(gpus, dtype=np.float64)
+    float_totals = np.zeros(2, dtype=np.float64)
+    log = ctypes.POINTER(_compiled.ContinuousIteration)()
+    log_len = ctypes.c_int64(0)
+    p = _compiled.pointer
+    code = function(
+        count, p(arrival), p(rows), p(prompt), p(output), p(tenant), p(rank), n,
+        gpus, total_blocks, sched.block_size, sched.max_num_seqs, sched.max_num_batched_tokens,
+        sched.batch_window_s, _POLICY_CODES[sched.policy],
+        len(tenants), p(shares), float(sched.vtc_input_weight), float(sched.vtc_output_weight),
+        cost.weight_bytes, cost.kv_bytes_per_token, cost.matmul_flops_per_token,
+        cost.attention_flops_per_pair, cost.bandwidth, cost.flop_rate, cost.overhead_s,
+        sched.max_queue_length if limited else -1, p(rate), p(burst), p(tokens), p(last),
+        p(start), p(first), p(finish), p(preemptions), p(max_tbt),
+        finish_gpu.ctypes.data_as(_compiled.INT32_P), p(status),
+        p(totals), wide.ctypes.data_as(_compiled.UINT64_P), p(busy), p(float_totals),
+        int(keep_iterations), ctypes.byref(log), ctypes.byref(log_len))
+    if code == -2:
+        raise ValueError("the compiled continuous loop was given invalid limits")
+    if code < 0:
+        raise MemoryError("the compiled continuous loop ran out of memory")
+    if limited:  # the buckets' final states, as the Python loop leaves them
+        for bucket, level, when in zip(buckets, tokens.tolist(), last.tolist(), strict=False):
+            bucket.tokens, bucket.last_update_s = level, when
+    iteration_log = None
+    if keep_iterations:
+        iteration_log = _iteration_log(log, log_len.value)
+    moved = int(wide[0]) | int(wide[1]) << 64
+    flops = int(wide[2]) | int(wide[3]) << 64
+    iteration_totals = IterationTotals(int(totals[0]), int(totals[1]), int(totals[2]),
+                                       busy.tolist(), moved, flops, float(float_totals[0]),
+                                       float(float_totals[1]))
+    per_request = (start, first, finish, preemptions, max_tbt, finish_gpu)
+    return (per_request, order[status == RATE_LIMITED], order[status == QUEUE_FULL],
+            iteration_totals, iteration_log)
+
+
+def _iteration_log(log, length: int) -> IterationLog:
+    """The C loop's iteration rows as an :class:`IterationLog`; releases the C buffer."""
+    dtypes = (np.int32, float, float, np.int64, np.int64, np.int64, np.int64, np.int64)
+    names = [name for name, _ in _compiled.ContinuousIteration._fields_]
+    if not length:
+        return IterationLog(*(np.array((), dtype=dtype) for dtype in dtypes))
+    try:
+        table = np.ctypeslib.as_array(log, shape=(length,))
+        columns = [table[name].astype(dtype) for name, dtype in zip(names, dtypes, strict=True)]
+    finally:
+        _compiled.free_continuous_log(log)
+    return IterationLog(*columns)
