@@ -10,7 +10,7 @@ NBVAL  := --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cache
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py apslab/core/_bucket_walk.c apslab/sim/_eventloop.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "apslab needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
