@@ -12,9 +12,12 @@ def test_benchmark_smoke_run(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Headline", "## Scaling", "## Aging queues", "## Targets"):
+    for heading in ("## Headline", "## Scaling", "## The continuous engine", "## Aging queues",
+                    "## Targets"):
         assert heading in results
     assert "byte-identical REQUESTS.csv" in results
     assert (tmp_path / "pop_cost.png").stat().st_size > 1000
     assert (tmp_path / "apslab_headline.csv").read_bytes() == \
         (tmp_path / "simpy_headline.csv").read_bytes()
+    assert (tmp_path / "apslab_continuous.csv").read_bytes() == \
+        (tmp_path / "baseline_continuous.csv").read_bytes()
