@@ -2,7 +2,7 @@
 
 Each room of the package registers its own subcommands (``register(subparsers)`` adds parsers
 whose ``func(args) -> int`` runs them): :mod:`apslab.sim.commands` (simulate, generate),
-:mod:`apslab.plan.commands` (plan, sweep, report), :mod:`apslab.serve.commands` (serve). Heavy
+:mod:`apslab.plan.commands` (plan, sweep, report), :mod:`apslab.serve.commands` (serve, keys). Heavy
 imports stay inside the commands. Any bad input ends with one ``apslab: error: ...`` line on
 stderr and exit status 2, never a traceback.
 """

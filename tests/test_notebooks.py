@@ -32,7 +32,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_APP = r"\b\w+App\(|\bPlanExplorer\("
 # Besides widgets, the only outputs left uncompared: wall-clock timings (02, 07), a progress bar
 # (06) and a live HTTP service's answers, whose timing fields vary (07).
-IGNORED_FOR_TIMING = r"time_pops|progress=True|\bpost\(|\bburst\(|client\.get\(\"/metrics"
+IGNORED_FOR_TIMING = r"time_pops|progress=True|\bpost\(|\bburst\(|\"/metrics|\btimed_completion\("
 IGNORE = "nbval-ignore-output"
 
 
@@ -156,6 +156,7 @@ def _text(cell) -> str:
     parts = []
     for output in cell.outputs:
         parts.append(output.get("text", ""))
+        parts.append(output.get("evalue", ""))
         parts.append(output.get("data", {}).get("text/plain", ""))
     return "".join(parts)
 

@@ -21,12 +21,13 @@ from helpers import make_scenario, make_trace
 from prometheus_client.parser import text_string_to_metric_families
 
 from apslab.cli import main as cli_main
+from apslab.core._gc import paused_gc
 from apslab.io.scenario import parse_scenario
 from apslab.serve.service import LiveScheduler, create_app, start_in_thread
 from apslab.sim.run import simulate
 
 RESPONSE_KEYS = {"request_id", "tenant_id", "queue_wait_ms", "latency_ms", "batch_id",
-                 "batch_size", "prompt_tokens", "output_tokens", "arrival_s", "gpu"}
+                 "batch_size", "prompt_tokens", "output_tokens", "arrival_s", "gpu", "priority_bid"}
 # A GPU fast enough that a small batch takes a few model milliseconds.
 FAST_GPU = {"prefill_tokens_per_s": 1e5, "decode_tokens_per_s": 1e4}
 
@@ -333,7 +334,8 @@ def test_requests_admitted_within_one_window_share_a_batch():
 
 def test_waiting_requests_run_in_bid_order():
     scenario = make_scenario(tenants=(("A", 1e6, 1e6),), gpu=SLOW_GPU,
-                             scheduler={"max_batch_size": 1, "batch_window_ms": 0.0})
+                             scheduler={"max_batch_size": 1, "batch_window_ms": 0.0},
+                             tenant_keys={"max_bid": 4.0})
     bids = [1.0, 4.0, 2.0, 3.0]
 
     async def go():
@@ -382,8 +384,8 @@ def test_the_service_batches_and_admits_as_the_simulator_does_on_the_same_arriva
     scenario = parse_scenario({
         "gpu": FAST_GPU,
         "scheduler": {"batch_window_ms": 150.0, "max_batch_size": 3, "aging_per_s": 0.5},
-        "tenants": [{"id": "gold", "rate_limit": 200.0, "burst_cap": 900.0},
-                    {"id": "free", "rate_limit": 50.0, "burst_cap": 400.0}],
+        "tenants": [{"id": "gold", "rate_limit": 200.0, "burst_cap": 900.0, "max_bid": 3.0},
+                    {"id": "free", "rate_limit": 50.0, "burst_cap": 400.0, "max_bid": 3.0}],
     })
     rng = np.random.default_rng(7)
     bursts = [[{"tenant_id": str(rng.choice(["gold", "free"])),
@@ -401,7 +403,10 @@ def test_the_service_batches_and_admits_as_the_simulator_does_on_the_same_arriva
                 await asyncio.sleep(0.05)
         return answers
 
-    answers = run(go())
+    # A burst must land inside one 150 ms window: a full garbage collection of the test
+    # process (tens of milliseconds once many apps have been built) must not split it.
+    with paused_gc():
+        answers = run(go())
     bodies = [b for burst in bursts for b in burst]
     payloads = [a.json() for a in answers]
     statuses = [a.status_code for a in answers]
@@ -548,7 +553,8 @@ def test_healthz_reports_the_scenario():
     _answers, _metrics, _prometheus, health = mixed_session(scenario, [])
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "scenario": "<test>", "tenants": ["A", "B"],
-                             "gpus": 1, "time_scale": 0.01}
+                             "gpus": 1, "time_scale": 0.01, "engine": "static",
+                             "model": "Llama-2-7B", "authentication": "none"}
 
 
 def test_metrics_cover_a_bounded_window_of_recent_requests():
@@ -692,65 +698,108 @@ def test_the_batch_check_finds_oversized_and_inconsistent_batches():
 
 
 def test_the_burst_widget_sends_bursts_and_redraws():
+    from apslab.serve.keys import generate_keys
     from apslab.serve.widgets import LiveBurstApp, live_traffic_figure
 
-    scenario = make_scenario(tenants=(("A", 100.0, 1000.0), ("B", 1e5, 1e5)), gpu=FAST_GPU)
-    with start_in_thread(scenario, time_scale=0.01) as service:
-        app = LiveBurstApp(service.url, ["A", "B"], prompt_tokens=150, output_tokens=50)
+    scenario = make_scenario(tenants=(("A", 100.0, 1000.0), ("B", 1e5, 1e5)),
+                             scheduler={"batching": "continuous"}, tenant_keys={"max_bid": 3.0})
+    keys, store = generate_keys(["A", "B"])
+    with start_in_thread(scenario, time_scale=0.01, keys=store) as service:
+        app = LiveBurstApp(service.url, ["A", "B"], prompt_tokens=150, output_tokens=50,
+                           keys=keys)
         assert app.artists == {} and "nothing sent yet" in app.status.value
         app.controls["requests"].value = 8
-        app.controls["priority_bid"].value = 2.0
-        assert "next burst: 8 requests from 'A' at bid 2 (1600 tokens)" in app.status.value
+        app.controls["priority_bid"].value = 5.0
+        assert "next burst: 8 requests from 'A' at bid 5 (1600 tokens)" in app.status.value
         first = app.send()  # 1600 tokens against A's bucket of 1000: some are rate-limited
         assert len(first) == 8 and set(first.status.tolist()) == {200, 429}
+        assert (first.tokens[first.ok] == 50).all()
         app.controls["tenant"].value = "B"
         app.send_button.click()
         assert len(app.results) == 2
         timeline = app.artists["timeline"]
         assert timeline[200] + timeline[429] == 16 and timeline[429] == int(
             (first.status == 429).sum())
-        assert app.artists["latency"]["bids"] == [2.0]
+        assert app.artists["latency"]["bids"] == [3.0]  # asked 5, capped at max_bid
+        assert app.artists["ttft"]["count"] == timeline[200]
         assert "sent so far: 16 requests" in app.status.value
         figure = live_traffic_figure(first)
-        assert len(figure.axes) == 2
+        assert len(figure.axes) == 3
+    # Without keys, to /infer on the static engine, as before.
+    static = make_scenario(tenants=(("A", 100.0, 1000.0),), gpu=FAST_GPU)
+    with start_in_thread(static, time_scale=0.01) as service:
+        app = LiveBurstApp(service.url, ["A"], prompt_tokens=150, output_tokens=50, api="infer")
+        app.controls["requests"].value = 3
+        result = app.send()
+        assert set(result.status.tolist()) == {200} and len(app.figure.axes) == 2
+        assert len(live_traffic_figure(result).axes) == 2
 
 
 def test_the_documented_example_is_what_the_service_answers():
-    """docs/service.md's curl example: the command and options exist, the answer has every
-    field; the README's tour shows the same commands."""
+    """docs/service.md's streamed example: the command and options exist, the README's tour
+    shows the same commands, and the service answers the documented request with the same
+    chunks: text, usage, and the engine's model times to the last digit that matters."""
     import re
 
-    from conftest import doc_text, marked_block
+    from conftest import DATA, doc_text, marked_block
 
     from apslab.cli import build_parser
+    from apslab.io.scenario import load_scenario
+    from apslab.serve.openai_api import Authenticator
 
     page = doc_text("docs/service.md")
     usage = next(line for line in page.splitlines() if line.strip().startswith("apslab serve"))
     options = re.findall(r"\[(--[a-z-]+) ([^\]]+)\]", usage)
     args = build_parser().parse_args(["serve", "x.toml", *[part for o in options for part in o]])
-    assert args.func.__name__ == "run_serve" and len(options) == 5
+    assert args.func.__name__ == "run_serve" and len(options) == 7
     example = marked_block(page, "service-example", fenced=True)
-    commands = [line for line in example.splitlines() if line.startswith(("$ ", "    -d "))]
-    assert len(commands) == 3 and commands[0].startswith("$ apslab serve ")
+    commands = [line for line in example.splitlines() if line.startswith(("$ ", "    -"))]
+    assert len(commands) == 4 and commands[0] == "$ apslab serve data/scenarios/service.toml"
     readme_lines = doc_text("README.md").splitlines()
     for line in commands:
         assert line in readme_lines, f"the README's tour lacks {line!r}"
-    answer = json.loads(next(line for line in example.splitlines() if line.startswith("{")))
-    assert set(answer) == RESPONSE_KEYS
-    service_ms = parse_scenario({"tenants": [{"id": "p", "rate_limit": 1.0, "burst_cap": 1.0}]}
-                                ).gpu.service_time_s(200, 50, 1) * 1000
-    assert answer["latency_ms"] - answer["queue_wait_ms"] == pytest.approx(service_ms)
-    assert "| 429 |" in page and "| 503 |" in page and "| 404 |" in page
+    scenario = load_scenario(DATA / "scenarios" / "service.toml")
+    banner = [line for line in example.splitlines() if line.startswith("apslab serve:")]
+    auth = Authenticator(None, scenario).describe()
+    assert banner[1] == f"apslab serve: model 'Llama-2-7B'; {auth}"
+    assert "continuous batching, time scale 1) listening on http://127.0.0.1:8000" in banner[0]
+    request = json.loads(re.search(r"-d '(\{.*\})'", example).group(1))
+    documented = [line.removeprefix("data: ") for line in example.splitlines()
+                  if line.startswith("data: ")]
+
+    async def go():
+        app = create_app(scenario, time_scale=0.05)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return await client.post("/v1/completions", json=request,
+                                         headers={"Authorization": "Bearer premium"})
+
+    answer = run(go())
+    served = [event.removeprefix("data: ") for event in answer.text.split("\n\n") if event]
+    assert len(served) == len(documented) and served[-1] == documented[-1] == "[DONE]"
+    for got, expected in zip(map(json.loads, served[:-1]), map(json.loads, documented[:-1]),
+                             strict=True):
+        for key in ("id", "object", "model", "choices", "usage"):
+            assert got.get(key) == expected.get(key), key
+        assert set(got.get("apslab", {})) == set(expected.get("apslab", {}))
+        for key, value in expected.get("apslab", {}).items():
+            if key.endswith("_ms"):
+                assert got["apslab"][key] == pytest.approx(value, rel=1e-9), key
+            elif not key.endswith("_s"):  # instants on the clock differ from run to run
+                assert got["apslab"][key] == value, key
+    assert "| 429 |" in page and "| 503 |" in page and "| 401 |" in page
 
 
 def test_the_retry_after_exercise_accepts_the_service_and_names_the_mistakes():
     from apslab.serve.widgets import (
         RETRY_AFTER_CASES,
+        ExerciseFailed,
         check_retry_after,
         reference_retry_after,
     )
 
-    assert check_retry_after(reference_retry_after).passed
+    assert check_retry_after(reference_retry_after).passed  # returned on success
     # What the service itself answers in the same situation, through HTTP.
     scenario = make_scenario(tenants=(("A", 100.0, 1000.0),), gpu=FAST_GPU)
 
@@ -780,9 +829,30 @@ def test_the_retry_after_exercise_accepts_the_service_and_names_the_mistakes():
     def crashes(*_case):
         return 1 / 0
 
-    result = check_retry_after(not_written)
-    assert not result and "not written yet" in str(result)
-    assert "refilled since the bucket's last update" in str(check_retry_after(no_refill))
-    assert "multiply by time_scale" in str(check_retry_after(model_seconds))
-    assert "round *up*" in str(check_retry_after(rounds_down))
-    assert "ZeroDivisionError" in str(check_retry_after(crashes))
+    def feedback(student) -> str:
+        """A wrong answer raises an AssertionError carrying the feedback (and the result)."""
+        with pytest.raises(AssertionError) as raised:
+            check_retry_after(student)
+        assert isinstance(raised.value, ExerciseFailed) and not raised.value.result
+        assert str(raised.value) == str(raised.value.result)
+        return str(raised.value)
+
+    assert "not written yet" in feedback(not_written)
+    assert "refilled since the bucket's last update" in feedback(no_refill)
+    assert "multiply by time_scale" in feedback(model_seconds)
+    assert "round *up*" in feedback(rounds_down)
+    assert "ZeroDivisionError" in feedback(crashes)
+
+
+def test_the_checker_writes_nothing_and_renders_only_its_feedback(capfd):
+    from apslab.serve.widgets import ExerciseFailed, check_retry_after, reference_retry_after
+
+    def noisy_but_wrong(*case):
+        return 0
+
+    check_retry_after(reference_retry_after)
+    with pytest.raises(ExerciseFailed) as raised:
+        check_retry_after(noisy_but_wrong)
+    assert capfd.readouterr() == ("", "")
+    rendered = raised.value._render_traceback_()
+    assert rendered[0].startswith("ExerciseFailed: Retry-After: check 1 of 6 failed")

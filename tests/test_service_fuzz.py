@@ -15,7 +15,7 @@ import math
 import httpx
 import pytest
 from helpers import make_scenario
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from apslab.serve.service import start_in_thread
@@ -153,3 +153,162 @@ def test_every_fuzzed_response_was_counted(client):
                   if line.startswith("apslab_requests_total{"))
     assert total == counted > 0
     assert "500" not in metrics["service"]["responses"]
+
+
+# --------------------------------------------------------------------------------------------
+# The OpenAI-compatible endpoints on the continuous engine
+
+
+@pytest.fixture(scope="module")
+def v1():
+    scenario = make_scenario(tenants=TENANTS, gpu={"kv_cache_gib": KV_CAPACITY_GIB},
+                             scheduler={"batching": "continuous"},
+                             tenant_keys={"max_bid": 3.0})
+    service = start_in_thread(scenario, time_scale=1e-3, drain_s=1.0)
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            yield http
+    finally:
+        assert service.stop()
+
+
+small_counts = st.integers(-3, 40) | st.sampled_from([0, 2047, 2048, MAX_TOKENS]) | json_values
+message = st.fixed_dictionaries({}, optional={
+    "role": st.sampled_from(["user", "system", "assistant"]) | json_values,
+    "content": st.text(max_size=40) | st.lists(st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "image_url"]) | json_values},
+        optional={"text": st.text(max_size=20) | json_values}), max_size=3) | json_values,
+    "name": json_values})
+openai_fields = {
+    "model": st.sampled_from(["Llama-2-7B", "gpt-4", ""]) | json_values,
+    "prompt": st.text(max_size=60) | st.lists(st.integers(-1, 50), max_size=5)
+    | st.lists(st.text(max_size=10), max_size=3) | json_values,
+    "messages": st.lists(message, max_size=3) | json_values,
+    "max_tokens": small_counts, "max_completion_tokens": small_counts,
+    "prompt_tokens": small_counts,
+    "stream": st.booleans() | json_values,
+    "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans()
+                                                          | json_values}) | json_values,
+    "n": st.sampled_from([1, 2, None]) | json_values,
+    "priority_bid": st.floats(-2, 1e9) | st.integers(-2, 10) | json_values,
+    "temperature": json_values, "echo": json_values, "logprobs": json_values,
+    "max_token": json_values,
+}
+
+
+@st.composite
+def valid_v1_bodies(draw):
+    """Well-formed completions or chat bodies (with both prompt and messages: a test keeps the
+    one its endpoint takes; the fuzz sends both, an unrecognised argument), optional fields at
+    their edges."""
+    body = {"model": "Llama-2-7B", "prompt": draw(st.text(max_size=40) | st.lists(
+        st.integers(0, 50), min_size=1, max_size=5)),
+            "messages": draw(st.lists(st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "system"]), "content": st.text(max_size=30)}),
+                min_size=1, max_size=3))}
+    for key, values in (("max_tokens", st.integers(1, 30) | st.sampled_from([2048, 4000])),
+                        ("prompt_tokens", st.integers(1, 100)),
+                        ("stream", st.booleans()),
+                        ("priority_bid", st.floats(0, 1e9) | st.integers(0, 10)),
+                        ("temperature", st.floats(0, 2)), ("n", st.just(1))):
+        if draw(st.booleans()):
+            body[key] = draw(values)
+    if body.get("stream") and draw(st.booleans()):
+        body["stream_options"] = {"include_usage": draw(st.booleans())}
+    return body
+
+
+openai_bodies = valid_v1_bodies() | st.fixed_dictionaries({}, optional=openai_fields) \
+    | json_values
+
+
+def _check_v1_answer(response) -> None:
+    assert response.status_code in (200, 400, 401, 404, 429, 503), response.text
+    if response.status_code == 200 and response.headers["content-type"].startswith(
+            "text/event-stream"):
+        events = [e for e in response.text.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]"
+        for event in events[:-1]:
+            assert "error" not in json.loads(event.removeprefix("data: "))
+        return
+    payload = response.json()
+    if response.status_code == 200:
+        assert payload["choices"] and payload["usage"]["completion_tokens"] >= 1
+    else:
+        assert isinstance(payload["error"]["message"], str) and payload["error"]["type"]
+
+
+@settings(max_examples=300)
+@given(body=openai_bodies, chat=st.booleans(),
+       bearer=st.sampled_from(["A", "B", "A", "B", "a", "", "A B"]) | st.text(max_size=12))
+def test_any_v1_body_gets_an_openai_answer_never_a_500(v1, body, chat, bearer):
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    if isinstance(body, dict) and {"prompt", "messages"} <= set(body) and len(body) % 3:
+        body.pop("prompt" if chat else "messages")  # mostly well-formed, now and then not
+    headers = {"content-type": "application/json"}
+    value = f"Bearer {bearer}"
+    if bearer.isprintable() and bearer.isascii() and value == value.strip():
+        headers["Authorization"] = value
+    response = v1.post(path, content=json.dumps(body).encode(), headers=headers)
+    event(f"status {response.status_code}")
+    _check_v1_answer(response)
+    if response.status_code == 200:
+        assert bearer in ("A", "B") and isinstance(body, dict) and body.get("model") == \
+            "Llama-2-7B"
+
+
+
+def expected_v1(body: dict, chat: bool, tenant: str) -> tuple[int, int, str | None]:
+    """(prompt tokens, output tokens, the 400 code the scheduler must give or None), by the
+    documented stand-in tokenizer, written independently of the service's code."""
+    if "prompt_tokens" in body:
+        prompt = body["prompt_tokens"]
+    elif chat:
+        prompt = 3 + sum(4 + math.ceil(len(m["content"]) / 4) for m in body["messages"])
+    elif isinstance(body["prompt"], str):
+        prompt = max(1, math.ceil(len(body["prompt"]) / 4))
+    else:
+        prompt = len(body["prompt"])
+    output = body.get("max_tokens", 16)
+    burst = dict((t, b) for t, _r, b in TENANTS)[tenant]
+    code = "context_length_exceeded" if prompt + output > 2048 else \
+        "request_too_large" if prompt + output > burst else None
+    return prompt, output, code
+
+
+@settings(max_examples=150)
+@given(body=valid_v1_bodies(), chat=st.booleans(), tenant=st.sampled_from(["A", "B"]))
+def test_a_well_formed_v1_body_is_served_by_the_documented_token_counts(v1, body, chat, tenant):
+    if not chat:
+        del body["messages"]
+    else:
+        del body["prompt"]
+    response = v1.post("/v1/chat/completions" if chat else "/v1/completions", json=body,
+                       headers={"Authorization": f"Bearer {tenant}"})
+    prompt, output, code = expected_v1(body, chat, tenant)
+    if code is not None:
+        assert response.status_code == 400 and response.json()["error"]["code"] == code
+        return
+    assert response.status_code == 200, (body, response.text)
+    _check_v1_answer(response)
+    if not body.get("stream"):
+        usage = response.json()["usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == (prompt, output)
+        assert response.json()["apslab"]["priority_bid"] == min(
+            3.0, body.get("priority_bid", 1.0))
+
+
+@settings(max_examples=80)
+@given(raw=st.binary(max_size=200), chat=st.booleans())
+def test_any_v1_bytes_get_an_openai_answer(v1, raw, chat):
+    path = "/v1/chat/completions" if chat else "/v1/completions"
+    response = v1.post(path, content=raw, headers={"Authorization": "Bearer A"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_v1_fuzzing_left_no_500_and_nothing_in_flight(v1):
+    metrics = v1.get("/metrics").json()
+    assert "500" not in metrics["service"]["responses"]
+    assert v1.get("/v1/completions").status_code == 405
+    assert v1.get("/v1/completions").json()["error"]["message"]

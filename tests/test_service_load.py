@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
-import threading
 from collections import Counter
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 import pytest
+from helpers import serve
 from prometheus_client.parser import text_string_to_metric_families
 
 from apslab.io.scenario import load_scenario
@@ -47,33 +44,6 @@ max_queue_length = 40
 """ + "".join(f'\n[[tenants]]\nid = "{t}"\nrate_limit = {r}\nburst_cap = {b}\n'
               for t, r, b in TENANTS)
 TIME_SCALE = 0.001
-
-
-@contextmanager
-def serve(scenario_path, *options, startup_timeout_s=60.0):
-    """``python -m apslab serve`` on port 0; yields (process, url); SIGINT and wait at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apslab", "serve", str(scenario_path), "--port", "0",
-         "--log-level", "warning", *map(str, options)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(startup_timeout_s, proc.kill)
-    watchdog.start()
-    try:
-        line = proc.stdout.readline()
-    finally:
-        watchdog.cancel()
-    try:
-        assert "listening on http://127.0.0.1:" in line, (line, proc.stderr.read())
-        url = line.split("listening on ")[1].split()[0]
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_two_thousand_requests_from_eight_tenants(tmp_path):

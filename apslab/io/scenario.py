@@ -90,9 +90,15 @@ class TenantConfig:
     burst_cap: float
     priority_bid: float = 1.0
     share: float = 1.0  # the VTC policy's weight of this tenant's service
+    max_bid: float | None = None  # the live service's cap on a request's bid (None: priority_bid)
 
     def limits(self) -> TenantLimits:
         return TenantLimits(self.id, self.rate_limit, self.burst_cap)
+
+    @property
+    def bid_cap(self) -> float:
+        """The highest bid the live service lets this tenant's requests carry."""
+        return self.priority_bid if self.max_bid is None else self.max_bid
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,8 @@ class Scenario:
             "tenants": [
                 {"id": t.id, "rate_limit": t.rate_limit, "burst_cap": t.burst_cap,
                  "priority_bid": t.priority_bid,
-                 **({"share": t.share} if self.scheduler.policy == "vtc" else {})}
+                 **({"share": t.share} if self.scheduler.policy == "vtc" else {}),
+                 **({"max_bid": t.max_bid} if t.max_bid is not None else {})}
                 for t in self.tenants
             ],
         }
@@ -398,7 +405,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
     seen: dict[str, int] = {}
     for index, raw in enumerate(tenants_raw, start=1):
         where = f"[[tenants]] #{index}"
-        v.keys(raw, ("id", "rate_limit", "burst_cap", "priority_bid", "share"), where,
+        v.keys(raw, ("id", "rate_limit", "burst_cap", "priority_bid", "share", "max_bid"), where,
                occurrence=index)
         tenant_id = v.tenant_id(raw, where, index)
         where = f"[[tenants]] #{index} (id {tenant_id!r})"
@@ -412,7 +419,12 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
             burst_cap=v.number(raw, "burst_cap", where, None, positive=True, occurrence=index),
             priority_bid=v.number(raw, "priority_bid", where, 1.0, minimum=0.0, occurrence=index),
             share=v.number(raw, "share", where, 1.0, positive=True, occurrence=index),
+            max_bid=v.number(raw, "max_bid", where, None, minimum=0.0, occurrence=index)
+            if "max_bid" in raw else None,
         ))
+        if tenants[-1].bid_cap < tenants[-1].priority_bid:
+            v.fail(where, "max_bid", f"must be >= priority_bid ({tenants[-1].priority_bid:g}), "
+                                     f"got {tenants[-1].max_bid!r}", occurrence=index)
         if "share" in raw and scheduler.policy != "vtc":
             v.fail(where, "share", f"has no effect with policy = {scheduler.policy!r} (a share "
                                    "weighs a tenant's service under policy = \"vtc\")",

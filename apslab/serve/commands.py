@@ -1,4 +1,5 @@
-"""``apslab serve``: the live FastAPI service (see :mod:`apslab.serve.service`).
+"""``apslab serve``: the live FastAPI service (see :mod:`apslab.serve.service`), and
+``apslab keys`` (see :mod:`apslab.serve.keys`).
 
 FastAPI, uvicorn and prometheus-client are the optional ``serve`` dependencies, imported only
 when the command runs, so ``apslab simulate`` never pays for them.
@@ -10,6 +11,7 @@ import argparse
 import math
 
 from ..io.errors import InputError
+from . import keys
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -17,8 +19,11 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 def register(subparsers) -> None:
     """Add the ``serve`` parser to the ``apslab`` command."""
     parser = subparsers.add_parser(
-        "serve", help="run the scheduler as a live HTTP service (POST /infer, GET /metrics)",
-        description="Serve SCENARIO over HTTP: POST /infer, GET /metrics, "
+        "serve", help="run the scheduler as a live HTTP service (OpenAI-compatible /v1, "
+                      "POST /infer, GET /metrics)",
+        description="Serve SCENARIO over HTTP on the engine its [scheduler] batching names: "
+                    "POST /v1/completions and /v1/chat/completions (OpenAI's API, streamed "
+                    "token by token), GET /v1/models, POST /infer, GET /metrics, "
                     "GET /metrics/prometheus, GET /healthz, GET /docs. Ctrl+C (or SIGTERM) "
                     "stops taking requests, finishes waiting ones for up to --drain-s seconds "
                     "and answers the rest 503.")
@@ -33,9 +38,18 @@ def register(subparsers) -> None:
     parser.add_argument("--drain-s", type=float, default=5.0, metavar="SECONDS",
                         help="on shutdown, wall seconds to finish waiting requests before "
                              "answering the rest 503 (default 5)")
+    parser.add_argument("--keys", metavar="KEYS.toml", default=None,
+                        help="per-tenant API keys (salted hashes; `apslab keys add TENANT "
+                             "--keys KEYS.toml` makes one); also read from $APSLAB_API_KEYS. "
+                             "Without any, the service runs unauthenticated: the bearer token "
+                             "names the tenant")
+    parser.add_argument("--model", metavar="NAME", default=None,
+                        help="the model id /v1 serves (default: the scenario's [model] name, "
+                             "Llama-2-7B)")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="uvicorn's log level; 'info' includes one access line per request")
     parser.set_defaults(func=run_serve)
+    keys.register(subparsers)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -47,12 +61,17 @@ def run_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--port must be between 0 and 65535, got {args.port}")
     from ..io.scenario import load_scenario
 
+    if args.model is not None and not args.model.strip():
+        raise InputError("--model must be a non-empty name")
     scenario = load_scenario(args.scenario)
+    store = keys.KeyStore.configured(args.keys)
+    if store is not None:
+        store.check_tenants(scenario.tenant_ids())
     try:
         from .service import serve
     except ImportError as exc:
         raise InputError(f"apslab serve needs the 'serve' extras ({exc.name} is missing): "
                          "pip install 'apslab[serve]'") from None
     serve(scenario, host=args.host, port=args.port, time_scale=args.time_scale,
-          drain_s=args.drain_s, log_level=args.log_level)
+          drain_s=args.drain_s, log_level=args.log_level, keys=store, model_name=args.model)
     return 0

@@ -1,12 +1,15 @@
-"""Load for the live service: seeded request mixes, a concurrent httpx client, its figures, plots.
+"""Load for the live service: seeded request mixes, a concurrent client, its figures and checks.
 
-    python -m apslab.serve.load http://127.0.0.1:8000 --requests 2000 --concurrency 64
+    python -m apslab.serve.load http://127.0.0.1:8000 --requests 2000 --concurrency 64 \
+        [--api openai [--key TENANT=KEY ...]]
 
 sends a seeded mix from every tenant the service reports at ``/healthz`` and prints what it
 measured: requests/s handled, the status of every response, and the latency the service adds
 over the model's own: the client's round trip minus the scheduler's arrival-to-finish time
-(``latency_ms``, model milliseconds, times the service's time_scale). The notebooks and the load
-test use the same functions.
+(``latency_ms``, model milliseconds, times the service's time_scale). With ``--api openai`` the
+requests go to ``/v1/completions``, streamed, and the client also measures each request's time
+to first token and between tokens from the stream, beside the engine's own figures. The
+notebooks and the load tests use the same functions.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,8 +77,11 @@ class LoadResult:
     """What a client saw: one row per request, in the order the bodies were given.
 
     ``sent_s``/``received_s`` are wall seconds since the load started (client clock);
-    ``payloads`` are the JSON bodies of the responses; status 0 means no response arrived
-    (the error is in the payload).
+    ``payloads`` are the JSON bodies of the responses (for /v1: the ``apslab`` timings of a
+    completion, the ``error`` object of a refusal); status 0 means no response arrived (the
+    error is in the payload). Streamed loads also record, on the client clock, when each
+    request's first and last token arrived and how many tokens came (``first_token_s``,
+    ``last_token_s``, ``tokens``; NaN/0 otherwise).
     """
 
     bodies: list[dict[str, Any]]
@@ -88,6 +94,9 @@ class LoadResult:
     time_scale: float
     concurrency: int
     tenants: list[str] = field(default_factory=list)
+    first_token_s: np.ndarray | None = None
+    last_token_s: np.ndarray | None = None
+    tokens: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.bodies)
@@ -118,11 +127,42 @@ class LoadResult:
         round_trip_ms = (self.received_s[ok] - self.sent_s[ok]) * 1000.0
         return round_trip_ms - self.column("latency_ms", ok) * self.time_scale
 
+    @property
+    def streamed(self) -> bool:
+        return self.first_token_s is not None
+
+    def client_ttft_ms(self) -> np.ndarray:
+        """Per 200: the first token's arrival minus the request's sending, client clock, ms."""
+        ok = self.ok
+        return (self.first_token_s[ok] - self.sent_s[ok]) * 1000.0
+
+    def engine_ttft_ms(self) -> np.ndarray:
+        """Per 200: the engine's own time to first token (model) times time_scale, wall ms."""
+        return self.column("ttft_ms", self.ok) * self.time_scale
+
+    def client_itl_ms(self) -> np.ndarray:
+        """Per 200 with 2+ tokens: mean time between tokens as the client saw them, ms."""
+        many = self.ok & (self.tokens >= 2)
+        return ((self.last_token_s[many] - self.first_token_s[many])
+                / (self.tokens[many] - 1) * 1000.0)
+
+    def engine_tpot_ms(self) -> np.ndarray:
+        """The same requests' engine TPOT (model) times time_scale, wall ms."""
+        return self.column("tpot_ms", self.ok & (self.tokens >= 2)) * self.time_scale
+
     def figures(self) -> dict[str, Any]:
         """The load's headline numbers (milliseconds are wall milliseconds)."""
         ok = self.ok
         round_trip = (self.received_s - self.sent_s) * 1000.0
         added = self.added_latency_ms()
+        streamed = {}
+        if self.streamed:
+            streamed = {
+                "client_ttft_ms": _percentiles(self.client_ttft_ms()),
+                "ttft_added_ms": _percentiles(self.client_ttft_ms() - self.engine_ttft_ms()),
+                "client_itl_ms": _percentiles(self.client_itl_ms()),
+                "engine_tpot_ms": _percentiles(self.engine_tpot_ms()),
+            }
         return {
             "requests": len(self),
             "concurrency": self.concurrency,
@@ -134,6 +174,7 @@ class LoadResult:
             "completed_round_trip_ms": _percentiles(round_trip[ok]),
             "rejected_round_trip_ms": _percentiles(round_trip[~ok & (self.status > 0)]),
             "added_latency_ms": _percentiles(added),
+            **streamed,
         }
 
     def tenant_table(self) -> dict[str, dict[int, int]]:
@@ -160,7 +201,7 @@ def format_figures(result: LoadResult) -> str:
     def pair(stats: dict) -> str:
         return f"p50 {_ms(stats['p50'])}, p99 {_ms(stats['p99'])}"
 
-    return "\n".join([
+    lines = [
         f"{f['requests']} requests, concurrency {f['concurrency']}, time scale "
         f"{f['time_scale']:g}: {f['wall_s']:.2f} s wall, {f['requests_per_s']:.0f} requests/s "
         f"answered, {f['completed_per_s']:.0f}/s completed",
@@ -169,36 +210,121 @@ def format_figures(result: LoadResult) -> str:
         f"  round trip, rejected     {pair(f['rejected_round_trip_ms'])}",
         f"  added by the service     {pair(f['added_latency_ms'])}  (completed requests: round "
         "trip - the model's arrival-to-finish x time_scale)",
-    ])
+    ]
+    if "client_ttft_ms" in f:
+        lines += [
+            f"  TTFT, client-measured    {pair(f['client_ttft_ms'])}",
+            f"  TTFT, client - engine    {pair(f['ttft_added_ms'])}  (the engine's TTFT x "
+            "time_scale)",
+            f"  between tokens, client   {pair(f['client_itl_ms'])}  (engine TPOT "
+            f"{pair(f['engine_tpot_ms'])})",
+        ]
+    return "\n".join(lines)
 
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} ms"
 
 
-async def run_load(url: str, bodies: Sequence[dict[str, Any]], *, concurrency: int = 64,
-                   timeout_s: float = 60.0, client: str = "h11") -> LoadResult:
-    """POST every body to ``url``/infer from ``concurrency`` workers; record each answer.
+def openai_request(body: dict[str, Any], model: str, stream: bool = True) -> dict[str, Any]:
+    """An /infer-style body (tenant, prompt and output tokens, bid) as a /v1/completions
+    request: the prompt's length through the ``prompt_tokens`` extension, ``max_tokens``, the
+    bid through the ``priority_bid`` extension, streamed with a usage chunk."""
+    request = {"model": model, "prompt": "x", "prompt_tokens": body.get("prompt_tokens", 1),
+               "max_tokens": body.get("output_tokens", body.get("tokens_requested"))}
+    if body.get("priority_bid") is not None:
+        request["priority_bid"] = body["priority_bid"]
+    if stream:
+        request.update(stream=True, stream_options={"include_usage": True})
+    return request
 
-    Each worker holds one keep-alive connection and takes the next body as soon as its previous
-    request is answered, so at most ``concurrency`` requests are in flight and each round trip
-    is the service's, not time spent queueing in this client. ``client="h11"`` speaks HTTP/1.1
-    through h11 (the protocol library uvicorn uses), a few hundred microseconds of client CPU a
-    request, so the load measures the server; ``client="httpx"`` uses httpx's AsyncClient
-    (several times the CPU: fine for bursts, not for measuring throughput).
+
+class _StreamReader:
+    """An OpenAI server-sent-event stream as it arrives: when its first and last tokens came,
+    how many, and the payload (the ``apslab`` timings, or the error)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.buffer = b""
+        self.first = self.last = np.nan
+        self.tokens = 0
+        self.payload: dict[str, Any] = {}
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        now = time.perf_counter() - self.t0
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            event, self.buffer = self.buffer.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                data_line = line[5:].strip()
+                if data_line == b"[DONE]":
+                    self.done = True
+                    continue
+                self._chunk(json.loads(data_line), now)
+
+    def _chunk(self, chunk: dict[str, Any], now: float) -> None:
+        if "error" in chunk:
+            self.payload = {**chunk["error"], "stream_error": True}
+            return
+        for choice in chunk.get("choices") or ():
+            text = choice.get("text") if "text" in choice else \
+                (choice.get("delta") or {}).get("content")
+            if text:
+                self.tokens += 1
+                if self.tokens == 1:
+                    self.first = now
+                self.last = now
+        if "apslab" in chunk:
+            self.payload = dict(chunk["apslab"])
+
+
+async def run_load(url: str, bodies: Sequence[dict[str, Any]], *, concurrency: int = 64,
+                   timeout_s: float = 60.0, client: str = "h11", api: str = "infer",
+                   keys: Mapping[str, str] | None = None, model: str | None = None
+                   ) -> LoadResult:
+    """Send every body from ``concurrency`` workers; record each answer.
+
+    ``api="infer"`` POSTs the bodies to ``/infer``; ``api="openai"`` sends each as a streamed
+    ``/v1/completions`` request (:func:`openai_request`) with ``Authorization: Bearer`` the
+    tenant's key from ``keys`` (or, for a service without keys, the tenant id itself), and
+    times its tokens as they arrive. Each worker holds one keep-alive connection and takes the
+    next body as soon as its previous request is answered, so at most ``concurrency`` requests
+    are in flight and each round trip is the service's, not time spent queueing in this client.
+    ``client="h11"`` speaks HTTP/1.1 through h11 (the protocol library uvicorn uses), a few
+    hundred microseconds of client CPU a request, so the load measures the server;
+    ``client="httpx"`` uses httpx's AsyncClient (several times the CPU: fine for bursts, not
+    for measuring throughput).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if client not in ("h11", "httpx"):
         raise ValueError(f"client must be 'h11' or 'httpx', got {client!r}")
+    if api not in ("infer", "openai"):
+        raise ValueError(f"api must be 'infer' or 'openai', got {api!r}")
     n = len(bodies)
     status = np.zeros(n, dtype=np.int64)
     sent = np.zeros(n)
     received = np.zeros(n)
+    first = np.full(n, np.nan)
+    last = np.full(n, np.nan)
+    tokens = np.zeros(n, dtype=np.int64)
     payloads: list[dict[str, Any]] = [{} for _ in range(n)]
     retry_after: list[str | None] = [None] * n
-    encoded = [json.dumps(body).encode() for body in bodies]
     health = await _get_json(url, "/healthz", timeout_s)
+    streamed = api == "openai"
+    path = "/v1/completions" if streamed else "/infer"
+    if streamed:
+        model = model or health.get("model", "Llama-2-7B")
+        encoded = [json.dumps(openai_request(body, model)).encode() for body in bodies]
+        keys = keys or {}
+        auth = [{"Authorization": f"Bearer {keys.get(body['tenant_id'], body['tenant_id'])}"}
+                for body in bodies]
+    else:
+        encoded = [json.dumps(body).encode() for body in bodies]
+        auth = [{}] * n
     next_index = iter(range(n))
     shared_httpx = None
     if client == "httpx":
@@ -209,25 +335,46 @@ async def run_load(url: str, bodies: Sequence[dict[str, Any]], *, concurrency: i
         shared_httpx = httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s)
     t0 = time.perf_counter()
 
+    async def one(i: int, connection: _H11Client | None) -> None:
+        reader = _StreamReader(t0) if streamed else None
+        if connection is not None:
+            code, headers, body = await asyncio.wait_for(connection.request(
+                "POST", path, encoded[i], auth[i], reader), timeout_s)
+        else:
+            request = shared_httpx.build_request(
+                "POST", path, content=encoded[i],
+                headers={"content-type": "application/json", **auth[i]})
+            response = await shared_httpx.send(request, stream=True)
+            try:
+                code, headers = response.status_code, response.headers
+                if reader is not None and code == 200:
+                    async for data in response.aiter_raw():
+                        reader.feed(data)
+                    body = b""
+                else:
+                    body = await response.aread()
+            finally:
+                await response.aclose()
+        status[i] = code
+        retry_after[i] = headers.get("retry-after")
+        if reader is not None and code == 200:
+            payloads[i] = reader.payload
+            first[i], last[i], tokens[i] = reader.first, reader.last, reader.tokens
+        else:
+            payload = json.loads(body)
+            if streamed and isinstance(payload.get("error"), dict):  # OpenAI's error shape
+                payload = {**payload["error"], "detail": payload["error"].get("message")}
+            payloads[i] = payload
+
     async def worker() -> None:
         connection = _H11Client(url) if client == "h11" else None
         try:
             for i in next_index:
                 sent[i] = time.perf_counter() - t0
                 try:
-                    if connection is not None:
-                        code, headers, body = await asyncio.wait_for(
-                            connection.post("/infer", encoded[i]), timeout_s)
-                    else:
-                        response = await shared_httpx.post(
-                            "/infer", content=encoded[i],
-                            headers={"content-type": "application/json"})
-                        code, headers, body = (response.status_code, response.headers,
-                                               response.content)
-                    status[i] = code
-                    payloads[i] = json.loads(body)
-                    retry_after[i] = headers.get("retry-after")
+                    await one(i, connection)
                 except Exception as exc:  # noqa: BLE001 - recorded: status 0, no answer
+                    status[i] = 0
                     payloads[i] = {"error": repr(exc)}
                     if connection is not None:
                         connection.close()
@@ -242,8 +389,11 @@ async def run_load(url: str, bodies: Sequence[dict[str, Any]], *, concurrency: i
         if shared_httpx is not None:
             await shared_httpx.aclose()
     wall = time.perf_counter() - t0
-    return LoadResult(list(bodies), status, sent, received, payloads, retry_after, wall,
-                      float(health["time_scale"]), concurrency, list(health["tenants"]))
+    result = LoadResult(list(bodies), status, sent, received, payloads, retry_after, wall,
+                        float(health["time_scale"]), concurrency, list(health["tenants"]))
+    if streamed:
+        result.first_token_s, result.last_token_s, result.tokens = first, last, tokens
+    return result
 
 
 async def _get_json(url: str, path: str, timeout_s: float) -> Any:
@@ -285,8 +435,11 @@ class _H11Client:
     async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         return await self.request("POST", path, body)
 
-    async def request(self, method: str, path: str, body: bytes = b""
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      extra_headers: Mapping[str, str] | None = None,
+                      stream: _StreamReader | None = None
                       ) -> tuple[int, dict[str, str], bytes]:
+        """One request; a 200's body goes to ``stream`` as it arrives, when one is given."""
         import h11
 
         if self.connection is None:
@@ -295,6 +448,7 @@ class _H11Client:
         headers = [("Host", self.host_header), ("Content-Length", str(len(body)))]
         if body:
             headers.append(("Content-Type", "application/json"))
+        headers.extend((extra_headers or {}).items())
         self.writer.write(conn.send(h11.Request(method=method, target=path, headers=headers))
                           + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
         code, response_headers, chunks = 0, {}, []
@@ -308,7 +462,10 @@ class _H11Client:
                 code = event.status_code
                 response_headers = {k.decode().lower(): v.decode() for k, v in event.headers}
             elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
+                if stream is not None and code == 200:
+                    stream.feed(bytes(event.data))
+                else:
+                    chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):
@@ -332,7 +489,7 @@ def combine(results: Sequence[LoadResult]) -> LoadResult:
     if not results:
         raise ValueError("combine needs at least one LoadResult")
     offsets = np.cumsum([0.0] + [r.wall_s for r in results[:-1]])
-    return LoadResult(
+    combined = LoadResult(
         [b for r in results for b in r.bodies],
         np.concatenate([r.status for r in results]),
         np.concatenate([r.sent_s + o for r, o in zip(results, offsets, strict=True)]),
@@ -341,6 +498,13 @@ def combine(results: Sequence[LoadResult]) -> LoadResult:
         [a for r in results for a in r.retry_after],
         float(sum(r.wall_s for r in results)), results[0].time_scale,
         max(r.concurrency for r in results), results[0].tenants)
+    if all(r.streamed for r in results):
+        combined.first_token_s = np.concatenate(
+            [r.first_token_s + o for r, o in zip(results, offsets, strict=True)])
+        combined.last_token_s = np.concatenate(
+            [r.last_token_s + o for r, o in zip(results, offsets, strict=True)])
+        combined.tokens = np.concatenate([r.tokens for r in results])
+    return combined
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,11 +577,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api", choices=("infer", "openai"), default="infer",
+                        help="POST /infer (default) or streamed /v1/completions")
+    parser.add_argument("--key", action="append", default=[], metavar="TENANT=KEY",
+                        help="a tenant's API key, for a service run with --keys (repeat per "
+                             "tenant); without keys the bearer token is the tenant id")
     args = parser.parse_args(argv)
+    keys = dict(item.split("=", 1) for item in args.key if "=" in item)
     try:
         tenants = asyncio.run(_get_json(args.url, "/healthz", 10.0))["tenants"]
         bodies = mixed_load(tenants, args.requests, args.seed)
-        result = asyncio.run(run_load(args.url, bodies, concurrency=args.concurrency))
+        result = asyncio.run(run_load(args.url, bodies, concurrency=args.concurrency,
+                                      api=args.api, keys=keys))
     except (OSError, ValueError) as exc:
         print(f"apslab.serve.load: error: {args.url}: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,12 @@
 """The live service: the package's limiter, queue, batcher and GPU model behind FastAPI.
 
+:func:`create_app` serves a scenario on the engine its ``[scheduler] batching`` names: the
+static engine's :class:`LiveScheduler` (below) or the continuous engine's
+:class:`~apslab.serve.continuous.ContinuousLiveScheduler`; both answer ``POST /infer``,
+``/metrics``, ``/metrics/prometheus`` and ``/healthz`` here, and OpenAI's ``/v1`` API
+(:mod:`apslab.serve.openai_api`), with per-tenant keys (:mod:`apslab.serve.keys`) when
+configured. The rest of this docstring is about the static engine:
+
     Client -> POST /infer -> TenantManager.admit -> LazyAgingQueue -> MicroBatcher -> GPUModel
            -> the response, sent when the request's batch finishes;   GET /metrics, /healthz
 
@@ -86,29 +93,36 @@ from ..io.scenario import Scenario
 from ..io.trace import MAX_TOKENS, Trace
 from ..sim.result import SimulationResult
 from ..sim.summary import summarize
+from .common import (
+    DEFAULT_DRAIN_S,
+    DEFAULT_HISTORY,
+    INTERNAL_ERROR,
+    INVALID_BODY_LABEL,
+    SHUTTING_DOWN,
+    TIME_BUCKETS_S,
+    UNAUTHENTICATED_LABEL,
+    UNKNOWN_TENANT_LABEL,
+    RateLimitState,
+    Rejection,
+    check_time_scale,
+    effective_bid,
+    rate_limit_state,
+)
+from .common import np_column as _np
+from .common import short as _short
+from .continuous import ContinuousLiveScheduler, LiveRequest
+from .keys import KeyStore
+from .openai_api import (
+    Authenticator,
+    add_openai_routes,
+    bearer_token,
+    openai_error,
+    rejection_headers,
+    served_model_name,
+)
 
 logger = logging.getLogger("apslab.serve.service")
 
-SHUTTING_DOWN = "shutting_down"
-INTERNAL_ERROR = "internal_error"
-#: HTTP status of each way a request can end.
-STATUS_OF_REASON: dict[str, int] = {
-    "unknown_tenant": 404,
-    "exceeds_kv_capacity": 422,
-    "exceeds_burst": 422,
-    "rate_limited": 429,
-    "queue_full": 503,
-    SHUTTING_DOWN: 503,
-    INTERNAL_ERROR: 500,
-}
-#: Label used in per-tenant metrics for requests that name no scenario tenant.
-UNKNOWN_TENANT_LABEL = "(unknown)"
-INVALID_BODY_LABEL = "(invalid)"
-#: Histogram buckets in model seconds: from one batch window to several minutes of queueing.
-TIME_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0,
-                  250.0, math.inf)
-DEFAULT_DRAIN_S = 5.0
-DEFAULT_HISTORY = 1_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,15 +136,21 @@ class InferenceRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant_id: StrictStr = Field(min_length=1, description="A tenant of the scenario.")
-    prompt_tokens: TokenCount = Field(0, description="Prompt (prefill) tokens.")
+    tenant_id: StrictStr | None = Field(
+        None, min_length=1, description="A tenant of the scenario. Optional when the "
+        "Authorization header says who is calling (its key's tenant, or with no keys "
+        "configured the tenant the bearer token names); if both are given they must agree.")
+    prompt_tokens: TokenCount = Field(0, description="Prompt (prefill) tokens (>= 1 with "
+                                                     "continuous batching).")
     output_tokens: TokenCount = Field(
         validation_alias=AliasChoices("output_tokens", "tokens_requested"),
-        description="Output (decode) tokens; the seed's `tokens_requested` is accepted too.")
+        description="Output (decode) tokens; the seed's `tokens_requested` is accepted too "
+                    "(>= 1 with continuous batching).")
     priority_bid: StrictFloat | None = Field(
         None, ge=0, allow_inf_nan=False,
         description="Priority: higher goes first. Default: the tenant's priority_bid from the "
-                    "scenario (1.0 unless it sets one).")
+                    "scenario (1.0 unless it sets one); a higher bid than the tenant's max_bid "
+                    "(default: its priority_bid) is capped to it.")
 
 
 class InferenceResponse(BaseModel):
@@ -149,6 +169,31 @@ class InferenceResponse(BaseModel):
     output_tokens: int
     arrival_s: float = Field(description="Arrival on the service clock, model seconds.")
     gpu: int
+    priority_bid: float = Field(description="The bid the request carried (capped at the "
+                                            "tenant's max_bid).")
+
+
+class ContinuousInferenceResponse(BaseModel):
+    """``200`` from ``POST /infer`` on the continuous engine: sent when the request's last
+    token has been generated. Times are model milliseconds."""
+
+    request_id: int
+    tenant_id: str
+    priority_bid: float
+    arrival_s: float = Field(description="Arrival on the service clock, model seconds.")
+    queue_wait_ms: float = Field(description="First scheduled - arrival.")
+    ttft_ms: float = Field(description="First token - arrival.")
+    tpot_ms: float | None = Field(description="(Last token - first token) / (output - 1); "
+                                              "null for one output token.")
+    max_tbt_ms: float | None = Field(description="Longest gap between two tokens.")
+    latency_ms: float = Field(description="Last token - arrival.")
+    preemptions: int
+    gpu: int = Field(description="The GPU the request finished on.")
+    prompt_tokens: int
+    output_tokens: int
+    start_s: float = Field(description="First scheduled, model seconds on the service clock.")
+    first_token_s: float = Field(description="First token, model seconds.")
+    finish_s: float = Field(description="Last token, model seconds.")
 
 
 class RejectionBody(BaseModel):
@@ -181,22 +226,6 @@ class Completion:
     gpu: int
     prompt_tokens: int
     output_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A request the service answered without running it."""
-
-    reason: str  # a REASON_NAMES entry, SHUTTING_DOWN or INTERNAL_ERROR
-    detail: str
-    tenant_id: str | None = None
-    request_id: int | None = None
-    arrival_s: float | None = None
-    retry_after_s: float | None = None  # wall seconds (429 only)
-
-    @property
-    def status(self) -> int:
-        return STATUS_OF_REASON[self.reason]
 
 
 @dataclass(slots=True)
@@ -281,11 +310,6 @@ class _Settled:
             del column[:keep_from]
 
 
-def _np(column: array, dtype) -> np.ndarray:
-    """A numpy copy of a typed array (a copy, so the array may keep growing)."""
-    return np.array(column, dtype=dtype)
-
-
 # --------------------------------------------------------------------------------------------
 # Prometheus
 
@@ -339,15 +363,12 @@ class LiveScheduler:
     resolves with a :class:`Completion` (or a shutdown :class:`Rejection`).
     """
 
+    engine = "static"
+
     def __init__(self, scenario: Scenario, time_scale: float = 1.0,
                  history: int = DEFAULT_HISTORY) -> None:
-        if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale)
-                and time_scale > 0):
-            raise InputError(f"time_scale must be a finite number > 0, got {time_scale!r}")
-        if history < 1:
-            raise InputError(f"history must be >= 1, got {history!r}")
+        self.time_scale = check_time_scale(time_scale, history)
         self.scenario = scenario
-        self.time_scale = float(time_scale)
         sched = scenario.scheduler
         self.kv_capacity = scenario.gpu.kv_capacity_tokens
         self.tenants = TenantManager(t.limits() for t in scenario.tenants)
@@ -361,6 +382,7 @@ class LiveScheduler:
         self.settled = _Settled(history)
         self.responses: dict[int, int] = {}
         self.cancelled_at_shutdown = 0
+        self.client_disconnects = 0
         self.closing = False
         self.failed: BaseException | None = None
 
@@ -368,6 +390,7 @@ class LiveScheduler:
         self._busy: list[tuple[float, int, _RunningBatch]] = []  # (finish_s, batch_id, batch)
         self._timer: float | None = None  # model time a formation is due
         self._next_request_id = 0
+        self.last_request_id = -1  # the id submit gave its latest request
         self._next_batch_id = 0
         self._t0: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -392,6 +415,14 @@ class LiveScheduler:
     @property
     def gpus_busy(self) -> int:
         return len(self._busy)
+
+    def rate_limit(self, tenant_id: str) -> RateLimitState:
+        """The tenant's bucket as of its last admission decision (x-ratelimit-* headers)."""
+        return rate_limit_state(self.tenants.buckets[tenant_id], self.time_scale)
+
+    def note_disconnect(self, _ticket) -> None:
+        """A streaming client went away (its request keeps its place; counted)."""
+        self.client_disconnects += 1
 
     @property
     def kv_tokens_in_use(self) -> int:
@@ -454,7 +485,7 @@ class LiveScheduler:
         queue = self.queue
         queue_full = self.max_queue_length is not None and len(queue) >= self.max_queue_length
         code = self.tenants.admit(tenant_id, cost, now, self.kv_capacity, queue_full=queue_full)
-        request_id = self._next_request_id
+        request_id = self.last_request_id = self._next_request_id
         self._next_request_id += 1
         index = self.tenant_index.get(tenant_id, -1)
         bid = self.default_bid.get(tenant_id, 1.0) if priority_bid is None else priority_bid
@@ -464,12 +495,13 @@ class LiveScheduler:
             reason = REASON_NAMES[code]
             label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
             self.prometheus.rejections.labels(label, reason).inc()
-            retry = None
+            retry = limits = None
             if code == RATE_LIMITED:
                 retry = (self.tenants.buckets[tenant_id].seconds_until_available(cost, now)
                          * self.time_scale)
+                limits = self.rate_limit(tenant_id)
             return Rejection(reason, self._explain(code, tenant_id, cost, retry), tenant_id,
-                             request_id, now, retry)
+                             request_id, now, retry, limits)
         future = self._loop.create_future()
         queue.push(request_id, bid, now,
                    (prompt_tokens, output_tokens, request_id, index, now, bid, future))
@@ -631,6 +663,7 @@ class LiveScheduler:
             for i, tenant in enumerate(self.scenario.tenants)
         }
         summary["service"] = {
+            "engine": self.engine,
             "time_scale": self.time_scale,
             "uptime_s": self.now() if self._t0 is not None else 0.0,
             "responses": {str(code): count for code, count in sorted(self.responses.items())},
@@ -641,15 +674,11 @@ class LiveScheduler:
             "kv_capacity_tokens": self.kv_capacity,
             "formation_lag_s": latency_stats(_np(self.settled.b_lag, np.float64)),
             "cancelled_at_shutdown": self.cancelled_at_shutdown,
+            "client_disconnects": self.client_disconnects,
             "window_requests": len(self.settled),
             "closing": self.closing,
         }
         return summary
-
-
-def _short(text: str, limit: int = 60) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[:limit] + "...'"
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,12 +686,23 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = DEFAULT_DRAIN_S,
-               history: int = DEFAULT_HISTORY) -> FastAPI:
-    """The service for ``scenario``. Its scheduler (``app.state.scheduler``) starts with the app's
-    lifespan and drains for up to ``drain_s`` wall seconds when it ends."""
+               history: int = DEFAULT_HISTORY, keys: KeyStore | None = None,
+               model_name: str | None = None) -> FastAPI:
+    """The service for ``scenario``, on the engine its ``[scheduler] batching`` names.
+
+    Its scheduler (``app.state.scheduler``: :class:`LiveScheduler` or
+    :class:`~apslab.serve.continuous.ContinuousLiveScheduler`) starts with the app's lifespan
+    and drains for up to ``drain_s`` wall seconds when it ends. ``keys`` (a
+    :class:`~apslab.serve.keys.KeyStore`) makes every request present its tenant's key; without
+    it the bearer token (or ``/infer``'s ``tenant_id``) names the tenant. ``model_name`` is the
+    model id ``/v1`` serves (default: the scenario's [model] name).
+    """
     if not (math.isfinite(drain_s) and drain_s >= 0):
         raise InputError(f"drain_s must be a finite number >= 0, got {drain_s!r}")
-    scheduler = LiveScheduler(scenario, time_scale=time_scale, history=history)
+    engine = ContinuousLiveScheduler if scenario.scheduler.continuous else LiveScheduler
+    scheduler = engine(scenario, time_scale=time_scale, history=history)
+    auth = Authenticator(keys, scenario)
+    model_name = model_name or served_model_name(scenario)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -674,10 +714,13 @@ def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = 
 
     app = FastAPI(
         title="apslab live scheduler", version=__version__, lifespan=lifespan,
-        description="Token-bucket admission, a lazy-aging priority queue, KV-bounded "
-                    "micro-batching and an A100 model, in real time (scaled by time_scale).")
+        description="Token-bucket admission, a priority queue, static micro-batching or "
+                    "continuous batching and an A100 model, in real time (scaled by "
+                    "time_scale); OpenAI-compatible /v1/completions and /v1/chat/completions.")
     app.state.scheduler = scheduler
     app.state.drain_s = drain_s
+    app.state.auth = auth
+    app.state.model_name = model_name
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -698,9 +741,15 @@ def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = 
         # e.g. 400 for a body nested too deeply to parse, 405 for GET /infer: counted too.
         if request.url.path == "/infer":
             scheduler.count_response(INVALID_BODY_LABEL, exc.status_code)
+        if request.url.path.startswith("/v1/"):
+            return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     rejection_responses = {
+        401: {"model": RejectionBody, "description": "No key, or a wrong one (keys "
+                                                     "configured)."},
+        403: {"model": RejectionBody, "description": "tenant_id names another tenant than "
+                                                     "the Authorization header."},
         404: {"model": RejectionBody, "description": "Unknown tenant."},
         422: {"description": "Malformed body, or a request that can never run (over the KV "
                              "capacity or the tenant's burst cap; `reason` says which)."},
@@ -709,19 +758,72 @@ def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = 
         503: {"model": RejectionBody, "description": "Queue full, or shutting down."},
     }
 
-    @app.post("/infer", response_model=InferenceResponse, responses=rejection_responses)
-    async def infer(body: InferenceRequest) -> Any:
-        outcome = scheduler.submit(body.tenant_id, body.prompt_tokens, body.output_tokens,
-                                   body.priority_bid)
+    def infer_tenant(body: InferenceRequest, request: Request
+                     ) -> tuple[str | None, JSONResponse | None]:
+        """Who sends an /infer request: (tenant, None), or (None, the error to answer)."""
+        header = request.headers.get("authorization")
+        if auth.required:
+            tenant, problem = auth.tenant(header)
+            if problem is not None:
+                return None, _error(401, problem, "unauthorized", UNAUTHENTICATED_LABEL,
+                                    {"WWW-Authenticate": "Bearer"})
+        else:
+            tenant = bearer_token(header)
+            if tenant is None and body.tenant_id is None:
+                scheduler.count_response(INVALID_BODY_LABEL, 422)
+                return None, JSONResponse(status_code=422, content={"detail": [{
+                    "loc": ["tenant_id"], "type": "missing",
+                    "msg": "Field required (or name the tenant in an Authorization: Bearer "
+                           "header)"}]})
+        if body.tenant_id is not None and tenant is not None and body.tenant_id != tenant:
+            return None, _error(403, f"the Authorization header identifies tenant "
+                                     f"{_short(tenant)}; it cannot send requests as tenant "
+                                     f"{_short(body.tenant_id)}",
+                                "forbidden", tenant if tenant in scheduler.tenant_index
+                                else UNKNOWN_TENANT_LABEL)
+        return tenant or body.tenant_id, None
+
+    def _error(status: int, detail: str, reason: str, label: str,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+        scheduler.count_response(label, status)
+        return JSONResponse(status_code=status, headers=headers,
+                            content=RejectionBody(detail=detail, reason=reason).model_dump())
+
+    @app.post("/infer", response_model=InferenceResponse | ContinuousInferenceResponse,
+              responses=rejection_responses)
+    async def infer(body: InferenceRequest, request: Request) -> Any:
+        tenant_id, refused = infer_tenant(body, request)
+        if refused is not None:
+            return refused
+        continuous = scheduler.engine == "continuous"
+        if continuous and (body.prompt_tokens < 1 or body.output_tokens < 1):
+            scheduler.count_response(INVALID_BODY_LABEL, 422)
+            return JSONResponse(status_code=422, content={"detail": [{
+                "loc": ["prompt_tokens" if body.prompt_tokens < 1 else "output_tokens"],
+                "type": "greater_than_equal",
+                "msg": "must be >= 1 with continuous batching (a token needs a prompt to "
+                       "attend to, and every request emits at least one)"}]})
+        index = scheduler.tenant_index.get(tenant_id, -1)
+        bid = effective_bid(scenario, index, body.priority_bid)
+        outcome = scheduler.submit(tenant_id, body.prompt_tokens, body.output_tokens, bid)
+        label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
         if isinstance(outcome, asyncio.Future):
+            limits = scheduler.rate_limit(tenant_id)
             outcome = await outcome
+        elif isinstance(outcome, LiveRequest):
+            limits = outcome.rate_limit
+            await outcome.wait_until_ended()
+            outcome = outcome if outcome.outcome == "completed" else outcome.outcome
         if isinstance(outcome, Rejection):
-            label = body.tenant_id if body.tenant_id in scheduler.tenant_index \
-                else UNKNOWN_TENANT_LABEL
             scheduler.count_response(label, outcome.status)
             return _rejection_response(outcome)
-        scheduler.count_response(outcome.tenant_id, 200)
-        return InferenceResponse(
+        scheduler.count_response(label, 200)
+        headers = {"x-apslab-bid": f"{bid:g}", **limits.headers()}
+        if continuous:
+            timings = outcome.timings()
+            return JSONResponse(ContinuousInferenceResponse(**timings).model_dump(),
+                                headers=headers)
+        return JSONResponse(InferenceResponse(
             request_id=outcome.request_id,
             tenant_id=outcome.tenant_id,
             queue_wait_ms=(outcome.start_s - outcome.arrival_s) * 1000.0,
@@ -732,7 +834,10 @@ def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = 
             output_tokens=outcome.output_tokens,
             arrival_s=outcome.arrival_s,
             gpu=outcome.gpu,
-        )
+            priority_bid=bid,
+        ).model_dump(), headers=headers)
+
+    add_openai_routes(app, scheduler, auth, model_name)
 
     @app.get("/metrics")
     async def metrics() -> JSONResponse:
@@ -749,7 +854,8 @@ def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = 
         return JSONResponse(
             {"status": state, "scenario": scenario.source,
              "tenants": [t.id for t in scenario.tenants], "gpus": scheduler.gpu_count,
-             "time_scale": scheduler.time_scale},
+             "time_scale": scheduler.time_scale, "engine": scheduler.engine,
+             "model": model_name, "authentication": "keys" if auth.required else "none"},
             status_code=200 if healthy else 503)
 
     return app
@@ -759,17 +865,8 @@ def _rejection_response(rejection: Rejection) -> JSONResponse:
     body = RejectionBody(detail=rejection.detail, reason=rejection.reason,
                          request_id=rejection.request_id, tenant_id=rejection.tenant_id,
                          arrival_s=rejection.arrival_s, retry_after_s=rejection.retry_after_s)
-    headers = None
-    if rejection.retry_after_s is not None:
-        headers = {"Retry-After": str(retry_after_seconds(rejection.retry_after_s))}
     return JSONResponse(status_code=rejection.status, content=body.model_dump(),
-                        headers=headers)
-
-
-def retry_after_seconds(wall_s: float) -> int:
-    """The Retry-After header for a wait of ``wall_s``: HTTP wants whole seconds, and rounding up
-    (to at least 1, as the request was just refused) never invites a retry that is too early."""
-    return max(1, math.ceil(wall_s))
+                        headers=rejection_headers(rejection) or None)
 
 
 def _describe_errors(errors: list[dict]) -> list[dict[str, Any]]:
@@ -895,9 +992,11 @@ class BackgroundService:
 
 def start_in_thread(scenario: Scenario, *, time_scale: float = 1.0, host: str = "127.0.0.1",
                     port: int = 0, drain_s: float = DEFAULT_DRAIN_S, log_level: str = "warning",
-                    startup_timeout_s: float = 30.0) -> BackgroundService:
+                    startup_timeout_s: float = 30.0, keys: KeyStore | None = None,
+                    model_name: str | None = None) -> BackgroundService:
     """Start the service in a background thread on host:port (default: a free loopback port)."""
-    app = create_app(scenario, time_scale=time_scale, drain_s=drain_s)
+    app = create_app(scenario, time_scale=time_scale, drain_s=drain_s, keys=keys,
+                     model_name=model_name)
     sock = bind_socket(host, port)
     server = make_server(app, log_level=log_level, access_log=False)
     errors: list = []
@@ -921,17 +1020,24 @@ def start_in_thread(scenario: Scenario, *, time_scale: float = 1.0, host: str = 
 
 def serve(scenario: Scenario, *, host: str = "127.0.0.1", port: int = 8000,
           time_scale: float = 1.0, drain_s: float = DEFAULT_DRAIN_S, log_level: str = "info",
+          keys: KeyStore | None = None, model_name: str | None = None,
           announce: Callable[[str], None] | None = None) -> None:
     """Run the service in the foreground until SIGINT/SIGTERM, then drain and stop."""
     if announce is None:
         def announce(line: str) -> None:
             print(line, flush=True)
-    app = create_app(scenario, time_scale=time_scale, drain_s=drain_s)
+    app = create_app(scenario, time_scale=time_scale, drain_s=drain_s, keys=keys,
+                     model_name=model_name)
     sock = bind_socket(host, port)
     server = make_server(app, log_level=log_level)
     url = service_url(sock)
-    server.on_started = lambda: announce(
-        f"apslab serve: {scenario.source} ({len(scenario.tenants)} tenant(s), "
-        f"{scenario.cluster.gpus} GPU(s), time scale {time_scale:g}) listening on {url}  "
-        "(Ctrl+C drains and stops)")
+    engine = app.state.scheduler.engine
+
+    def started() -> None:
+        announce(f"apslab serve: {scenario.source} ({len(scenario.tenants)} tenant(s), "
+                 f"{scenario.cluster.gpus} GPU(s), {engine} batching, time scale "
+                 f"{time_scale:g}) listening on {url}  (Ctrl+C drains and stops)")
+        announce(f"apslab serve: model {app.state.model_name!r}; {app.state.auth.describe()}")
+
+    server.on_started = started
     server.run(sockets=[sock])

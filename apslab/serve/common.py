@@ -1,0 +1,125 @@
+"""What both live engines share: how a request can end, its HTTP status, rate-limit headers,
+bids, and small helpers. Imports no web framework, so the engines can be driven without one.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.limiter import TokenBucket
+from ..io.errors import InputError
+from ..io.scenario import Scenario
+
+SHUTTING_DOWN = "shutting_down"
+INTERNAL_ERROR = "internal_error"
+#: HTTP status of each way a request can end (``POST /infer``; ``/v1`` maps some differently).
+STATUS_OF_REASON: dict[str, int] = {
+    "unknown_tenant": 404,
+    "exceeds_kv_capacity": 422,
+    "exceeds_burst": 422,
+    "rate_limited": 429,
+    "queue_full": 503,
+    SHUTTING_DOWN: 503,
+    INTERNAL_ERROR: 500,
+}
+#: Label used in per-tenant metrics for requests that name no scenario tenant.
+UNKNOWN_TENANT_LABEL = "(unknown)"
+INVALID_BODY_LABEL = "(invalid)"
+UNAUTHENTICATED_LABEL = "(unauthenticated)"
+#: Histogram buckets in model seconds: from one batch window to several minutes of queueing.
+TIME_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0,
+                  250.0, math.inf)
+DEFAULT_DRAIN_S = 5.0
+DEFAULT_HISTORY = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """A tenant's token bucket as OpenAI's ``x-ratelimit-*-tokens`` headers describe it."""
+
+    limit_tokens: float  # the bucket's size: burst_cap
+    remaining_tokens: float  # what it holds at the request's arrival (after an admitted charge)
+    reset_s: float  # wall seconds until it is full again
+
+    def headers(self) -> dict[str, str]:
+        return {"x-ratelimit-limit-tokens": str(int(self.limit_tokens)),
+                "x-ratelimit-remaining-tokens": str(int(math.floor(self.remaining_tokens))),
+                "x-ratelimit-reset-tokens": duration_text(self.reset_s)}
+
+
+def rate_limit_state(bucket: TokenBucket, time_scale: float) -> RateLimitState:
+    """The bucket as of its last update (every admission decision updates it)."""
+    missing = max(0.0, bucket.burst_cap - bucket.tokens)
+    return RateLimitState(bucket.burst_cap, bucket.tokens,
+                          missing / bucket.rate_limit * time_scale)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request the service answered without running it (or could not finish)."""
+
+    reason: str  # a REASON_NAMES entry, SHUTTING_DOWN or INTERNAL_ERROR
+    detail: str
+    tenant_id: str | None = None
+    request_id: int | None = None
+    arrival_s: float | None = None
+    retry_after_s: float | None = None  # wall seconds (429 only)
+    rate_limit: RateLimitState | None = None
+
+    @property
+    def status(self) -> int:
+        return STATUS_OF_REASON[self.reason]
+
+
+def retry_after_seconds(wall_s: float) -> int:
+    """The Retry-After header for a wait of ``wall_s``: HTTP wants whole seconds, and rounding up
+    (to at least 1, as the request was just refused) never invites a retry that is too early."""
+    return max(1, math.ceil(wall_s))
+
+
+def duration_text(seconds: float) -> str:
+    """A wait as OpenAI writes ``x-ratelimit-reset-tokens``: ``120ms``, ``1.5s``, ``6m0s``
+    (rounded up to the millisecond)."""
+    millis = math.ceil(round(max(0.0, seconds) * 1000.0, 6))
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, millis = divmod(millis, 60_000)
+    text = f"{millis / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
+
+
+def effective_bid(scenario: Scenario, tenant_index: int, requested: float | None) -> float:
+    """The bid a request carries: the tenant's ``priority_bid`` unless it asks for another,
+    never above the tenant's ``max_bid`` (which defaults to its priority_bid). A request may
+    lower its bid, never raise it past the cap; a tenant not in the scenario keeps what it
+    asked for (it is rejected anyway)."""
+    if tenant_index < 0:
+        return 1.0 if requested is None else float(requested)
+    tenant = scenario.tenants[tenant_index]
+    if requested is None:
+        return tenant.priority_bid
+    return min(float(requested), tenant.bid_cap)
+
+
+def np_column(column: array, dtype) -> np.ndarray:
+    """A numpy copy of a typed array (a copy, so the array may keep growing)."""
+    return np.array(column, dtype=dtype)
+
+
+def short(text: str, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[:limit] + "...'"
+
+
+def check_time_scale(time_scale: float, history: int) -> float:
+    """``time_scale`` as a float; InputError unless it is finite and > 0 and history >= 1."""
+    if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale)
+            and time_scale > 0):
+        raise InputError(f"time_scale must be a finite number > 0, got {time_scale!r}")
+    if history < 1:
+        raise InputError(f"history must be >= 1, got {history!r}")
+    return float(time_scale)
