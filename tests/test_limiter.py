@@ -16,7 +16,6 @@ from apslab.core.limiter import (
     TenantManager,
     TokenBucket,
     consume_columns,
-    static_rejections,
 )
 
 
@@ -119,12 +118,17 @@ def test_tenant_manager_admission_order():
         TenantManager([TenantLimits("a", 1.0, 1.0), TenantLimits("a", 1.0, 1.0)])
 
 
-def test_static_rejections_follow_the_contract_order():
-    codes = np.array([0, -1, 0, 1, 1])
-    costs = np.array([10, 10, 5000, 250, 90])
-    reasons = static_rejections(codes, costs, np.array([100.0, 200.0]), kv_capacity_tokens=1000)
-    assert reasons.tolist() == [ADMITTED, UNKNOWN_TENANT, EXCEEDS_KV_CAPACITY, EXCEEDS_BURST,
-                                ADMITTED]
+def test_column_rejections_follow_the_contract_order():
+    from helpers import make_scenario, make_trace
+
+    from apslab.sim.admission import admit_by_column
+
+    scenario = make_scenario([("a", 1.0, 100.0), ("b", 1.0, 200.0)])
+    trace = make_trace([(0.0, "a", 0, 10, 1.0), (0.0, "x", 0, 10, 1.0), (0.0, "a", 0, 5000, 1.0),
+                        (0.0, "b", 0, 250, 1.0), (0.0, "b", 0, 90, 1.0)])
+    admission = admit_by_column(scenario, trace, trace.kv_tokens > 1000)
+    assert admission.reason.tolist() == [ADMITTED, UNKNOWN_TENANT, EXCEEDS_KV_CAPACITY,
+                                         EXCEEDS_BURST, ADMITTED]
 
 
 def test_walking_in_slices_changes_nothing(monkeypatch):

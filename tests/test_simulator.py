@@ -50,6 +50,8 @@ def test_hand_worked_timeline():
         "submitted": 7, "completed": 4, "rejected": 3,
         "tokens_completed": 640 + 256 + 1024 + 10,
         "queue_wait_p99_s": pytest.approx(np.percentile([0.01, 0.005, first - 1.0, 0.01], 99)),
+        # input_weight x prompt + output_weight x output: 512 prompt, 1418 output tokens
+        "weighted_service": 1 * 512 + 2 * (128 + 256 + 1024 + 10),
     }
 
 

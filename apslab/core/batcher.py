@@ -6,7 +6,13 @@ When a batch forms, requests are taken in priority order while the batch has few
 ahead, so a large high-priority request is never overtaken by smaller low-priority ones.
 
 Queue items are ``(prompt_tokens, output_tokens, ...)`` tuples: the first two fields are what
-the batcher and the GPU model need; anything after them (a future, a client handle) rides along.
+the batcher and the GPU model need; anything after them (a tenant, a future, a client handle)
+rides along.
+
+Under the VTC policy (:class:`apslab.core.policies.VTCPolicy`) the waiting requests sit in a
+:class:`PolicyQueue` instead, and :meth:`MicroBatcher.form_policy_batch` takes them in the
+policy's order: the tenant with the smallest counter, its oldest request, charged at once its
+prompt and, a static batch producing all its output at formation, every output token.
 """
 
 from __future__ import annotations
@@ -103,3 +109,66 @@ class MicroBatcher:
             output_total += output
             room -= 1
         return FormedBatch(ids, items, used, prompt_total, output_total)
+
+    def form_policy_batch(self, queue: PolicyQueue, now_s: float) -> FormedBatch:
+        """Pop one batch in the policy's order until the next request does not fit (no skipping
+        ahead), charging each member's prompt and output to the policy as it is taken."""
+        policy, entries = queue.policy, queue.entries
+        ids: list[int] = []
+        items: list[Any] = []
+        used = prompt_total = output_total = 0
+        while len(policy) and len(ids) < self.max_batch_size:
+            handle = policy.peek()
+            entry = entries[handle]
+            item = entry[3]
+            prompt, output = item[0], item[1]
+            if used + prompt + output > self.kv_capacity_tokens:
+                break  # no skipping ahead
+            policy.pop()
+            policy.admitted(handle, prompt)
+            for _ in range(output):
+                policy.emitted(handle)
+            ids.append(entry[2])
+            items.append(item)
+            used += prompt + output
+            prompt_total += prompt
+            output_total += output
+        return FormedBatch(ids, items, used, prompt_total, output_total)
+
+
+class _Waiting:
+    """The length (and truth) of a policy's waiting queue, where the event loop looks for the
+    lazy queue's ``heap``."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+    def __bool__(self) -> bool:
+        return len(self.policy) > 0
+
+
+class PolicyQueue:
+    """Waiting requests ordered by a policy object (VTC), shaped like the lazy queue for the
+    static engine's loop: entries ``(-key, arrival_s, request_id, (prompt, output, tenant))``
+    go in through ``push_entry``; ``heap`` and ``pending`` report how many wait."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+        self.entries: list[tuple] = []
+        self.heap = _Waiting(policy)
+        self.pending: tuple = ()
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+    def push_entry(self, entry: tuple) -> None:
+        handle = len(self.entries)
+        self.entries.append(entry)
+        self.policy.add(handle, neg_key=entry[0], arrival_s=entry[1], request_id=entry[2],
+                        tenant=entry[3][2])
+        self.policy.push(handle)

@@ -70,7 +70,10 @@ class ContinuousBatcher:
     """Iteration-level scheduling over one shared waiting queue and every GPU's running list."""
 
     def __init__(self, *, gpus: int, total_blocks: int, block_size: int, max_num_seqs: int,
-                 max_num_batched_tokens: int, policy) -> None:
+                 max_num_batched_tokens: int, policy, observer=None) -> None:
+        """``observer`` (optional, e.g. :class:`apslab.core.fairness.ServiceDifference`) is told
+        of service (``admitted(tenant, P)``, ``emitted(tenant)``) and of tenants starting and
+        stopping to have waiting requests (``backlog(tenant, flag)``)."""
         if min(gpus, block_size, max_num_seqs, max_num_batched_tokens) < 1 or total_blocks < 0:
             raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
                              ">= 1 and total_blocks >= 0")
@@ -91,6 +94,9 @@ class ContinuousBatcher:
         self.preemptions: list[int] = []
         self.started: list[bool] = []
         self.admitted_once: list[bool] = []
+        self.tenant: list[int] = []
+        self.observer = observer
+        self.waiting_by_tenant: dict[int, int] = {}
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -111,9 +117,29 @@ class ContinuousBatcher:
         self.preemptions.append(0)
         self.started.append(False)
         self.admitted_once.append(False)
+        self.tenant.append(tenant)
         self.policy.add(handle, neg_key=neg_key, arrival_s=arrival_s, request_id=request_id,
                         tenant=tenant)
+        self._to_waiting(handle)
+        return handle
+
+    def _to_waiting(self, handle: int) -> None:
         self.policy.push(handle)
+        if self.observer is not None:
+            tenant = self.tenant[handle]
+            count = self.waiting_by_tenant.get(tenant, 0)
+            self.waiting_by_tenant[tenant] = count + 1
+            if not count:
+                self.observer.backlog(tenant, True)
+
+    def _from_waiting(self) -> int:
+        handle = self.policy.pop()
+        if self.observer is not None:
+            tenant = self.tenant[handle]
+            count = self.waiting_by_tenant[tenant] - 1
+            self.waiting_by_tenant[tenant] = count
+            if not count:
+                self.observer.backlog(tenant, False)
         return handle
 
     @property
@@ -156,7 +182,7 @@ class ContinuousBatcher:
                 computed[victim] = 0
                 self.preemptions[victim] += 1
                 preempted.append(victim)
-                policy.push(victim)
+                self._to_waiting(victim)
                 if victim == handle:
                     break
             if victim == handle:
@@ -176,11 +202,13 @@ class ContinuousBatcher:
                 need = blocks_for(n, block_size)
                 if need > free:
                     break
-                policy.pop()
+                self._from_waiting()
                 policy.place(running, handle)
                 if not self.admitted_once[handle]:
                     self.admitted_once[handle] = True
                     policy.admitted(handle, prompt[handle])
+                    if self.observer is not None:
+                        self.observer.admitted(self.tenant[handle], prompt[handle])
                 free -= need
                 blocks[handle] = need
                 budget -= n
@@ -226,6 +254,8 @@ class ContinuousBatcher:
                 generated[handle] += 1
                 emitted.append(handle)
                 self.policy.emitted(handle)
+                if self.observer is not None:
+                    self.observer.emitted(self.tenant[handle])
                 if generated[handle] == output[handle]:
                     finished.append(handle)
         if finished:

@@ -1,6 +1,6 @@
-"""Per-tenant token-bucket rate limiting and the admission rules built on it.
+"""Per-tenant rate limiting and the admission rules built on it.
 
-The seed's algorithm, with the caller passing the time:
+The seed's token bucket, with the caller passing the time:
 
     available = min(burst_cap, tokens_at_last_update + (now - last_update) * rate_limit)
     if available >= cost: tokens = available - cost; admit
@@ -9,6 +9,23 @@ The seed's algorithm, with the caller passing the time:
 A bucket starts full. Refilling is linear and capped, so updating the bucket on a rejection (as
 here) or not gives the same result in exact arithmetic; doing it on every call keeps the floats
 identical between the simulator, the notebooks and the live service, which all call this module.
+
+Beside it, the limits real APIs meter with (``[[tenants]] limiter``, see :func:`make_limiter`):
+
+* ``token_bucket`` (the seed's, charged prompt + output), optionally with
+  ``requests_per_minute``: a second, continuously refilled bucket of that many requests;
+* ``fixed_window`` (Azure OpenAI style): counts of tokens (prompt + output) and, optionally,
+  requests reset at every multiple of ``window_s``; at most ``tokens_per_window`` tokens and
+  ``requests_per_minute * window_s / 60`` requests per window;
+* ``split_buckets`` (Anthropic style): separate continuously replenished buckets for input
+  (prompt) tokens and output tokens, of ``input_tokens_per_minute`` and
+  ``output_tokens_per_minute`` refilled over a minute, and optionally one of requests.
+
+A request is admitted only if every limit holds, and then charged to all of them; a rejected one
+consumes nothing and is named after the first limit it broke, checked in the order requests,
+input, output (``rate_limited_requests``, ``rate_limited_input``, ``rate_limited_output``), or
+tokens (``rate_limited``). One that no limit could ever admit (more than the bucket, window or
+per-minute capacity) is ``exceeds_burst``.
 """
 
 from __future__ import annotations
@@ -31,6 +48,9 @@ EXCEEDS_BURST = 2
 EXCEEDS_KV_CAPACITY = 3
 UNKNOWN_TENANT = 4
 QUEUE_FULL = 5
+RATE_LIMITED_REQUESTS = 6
+RATE_LIMITED_INPUT = 7
+RATE_LIMITED_OUTPUT = 8
 REASON_NAMES: tuple[str, ...] = (
     "",
     "rate_limited",
@@ -38,7 +58,11 @@ REASON_NAMES: tuple[str, ...] = (
     "exceeds_kv_capacity",
     "unknown_tenant",
     "queue_full",
+    "rate_limited_requests",
+    "rate_limited_input",
+    "rate_limited_output",
 )
+LIMITERS = ("token_bucket", "fixed_window", "split_buckets")
 
 
 class TokenBucket:
@@ -74,6 +98,21 @@ class TokenBucket:
         self.tokens = available
         return False
 
+    def refill(self, now_s: float) -> float:
+        """Bring the bucket to ``now_s`` and return what it holds (:meth:`consume`'s first
+        step, alone: with :meth:`take`, several buckets can be asked before any is charged)."""
+        if now_s < self.last_update_s:
+            raise ValueError(f"time went backwards: {now_s!r} < {self.last_update_s!r}")
+        available = min(self.burst_cap,
+                        self.tokens + (now_s - self.last_update_s) * self.rate_limit)
+        self.tokens = available
+        self.last_update_s = now_s
+        return available
+
+    def take(self, cost: float) -> None:
+        """Subtract ``cost`` after :meth:`refill` found it there (the same floats as consume)."""
+        self.tokens = self.tokens - cost
+
     def consume_many(self, costs: np.ndarray, times_s: np.ndarray) -> np.ndarray:
         """:meth:`consume` for this tenant's requests in time order, at once (see
         :func:`consume_columns`); a boolean column, True = admitted."""
@@ -90,25 +129,195 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class TenantLimits:
-    """A tenant's rate limit (tokens/s) and burst capacity (tokens)."""
+    """A tenant's limits: the seed's rate limit (tokens/s) and burst capacity (tokens), or
+    another limiter's figures (see :func:`make_limiter`)."""
 
     tenant_id: str
-    rate_limit: float
-    burst_cap: float
+    rate_limit: float | None = None
+    burst_cap: float | None = None
+    limiter: str = "token_bucket"
+    window_s: float = 60.0
+    tokens_per_window: float | None = None
+    input_tokens_per_minute: float | None = None
+    output_tokens_per_minute: float | None = None
+    requests_per_minute: float | None = None
+
+
+def _per_minute_bucket(per_minute: float) -> TokenBucket:
+    """A continuously replenished bucket holding ``per_minute``, refilled over a minute."""
+    return TokenBucket(per_minute / 60.0, per_minute)
+
+
+class BucketLimiter:
+    """The seed's token bucket (charged prompt + output), optionally with a requests bucket."""
+
+    kind = "token_bucket"
+
+    def __init__(self, rate_limit: float, burst_cap: float,
+                 requests_per_minute: float | None = None) -> None:
+        self.bucket = TokenBucket(rate_limit, burst_cap)
+        self.requests = None if requests_per_minute is None else \
+            _per_minute_bucket(requests_per_minute)
+
+    @property
+    def plain(self) -> bool:
+        """A single token bucket: decidable by column (:func:`consume_columns`)."""
+        return self.requests is None
+
+    def exceeds(self, prompt_tokens: int, output_tokens: int) -> bool:
+        return prompt_tokens + output_tokens > self.bucket.burst_cap
+
+    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
+        cost = prompt_tokens + output_tokens
+        if self.requests is None:
+            return ADMITTED if self.bucket.consume(cost, now_s) else RATE_LIMITED
+        requests_ok = self.requests.refill(now_s) >= 1
+        tokens_ok = self.bucket.refill(now_s) >= cost
+        if not requests_ok:
+            return RATE_LIMITED_REQUESTS
+        if not tokens_ok:
+            return RATE_LIMITED
+        self.requests.take(1)
+        self.bucket.take(cost)
+        return ADMITTED
+
+    def seconds_until_admitted(self, prompt_tokens: int, output_tokens: int,
+                               now_s: float) -> float:
+        """How long until :meth:`admit` would admit the request (0 now, inf never)."""
+        waits = [self.bucket.seconds_until_available(prompt_tokens + output_tokens, now_s)]
+        if self.requests is not None:
+            waits.append(self.requests.seconds_until_available(1, now_s))
+        return max(waits)
+
+
+class FixedWindowLimiter:
+    """Counts of tokens (prompt + output) and requests, reset at every multiple of window_s."""
+
+    kind = "fixed_window"
+
+    def __init__(self, window_s: float, tokens_per_window: float,
+                 requests_per_minute: float | None = None) -> None:
+        if not (window_s > 0 and math.isfinite(window_s)):
+            raise ValueError(f"window_s must be a finite number > 0, got {window_s!r}")
+        if not (tokens_per_window > 0 and math.isfinite(tokens_per_window)):
+            raise ValueError(f"tokens_per_window must be > 0, got {tokens_per_window!r}")
+        self.window_s = float(window_s)
+        self.tokens_per_window = float(tokens_per_window)
+        self.requests_per_window = None if requests_per_minute is None else \
+            requests_per_minute * self.window_s / 60.0
+        self.window = -math.inf  # index of the current window
+        self.tokens = 0
+        self.requests_used = 0
+
+    plain = False
+
+    def _window_of(self, now_s: float) -> float:
+        return math.floor(now_s / self.window_s)
+
+    def exceeds(self, prompt_tokens: int, output_tokens: int) -> bool:
+        return (prompt_tokens + output_tokens > self.tokens_per_window
+                or (self.requests_per_window is not None and self.requests_per_window < 1))
+
+    def _roll(self, now_s: float) -> None:
+        window = self._window_of(now_s)
+        if window < self.window:
+            raise ValueError(f"time went backwards: {now_s!r} is before window {self.window}")
+        if window != self.window:
+            self.window, self.tokens, self.requests_used = window, 0, 0
+
+    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
+        self._roll(now_s)
+        cost = prompt_tokens + output_tokens
+        if self.requests_per_window is not None and \
+                self.requests_used + 1 > self.requests_per_window:
+            return RATE_LIMITED_REQUESTS
+        if self.tokens + cost > self.tokens_per_window:
+            return RATE_LIMITED
+        self.tokens += cost
+        self.requests_used += 1
+        return ADMITTED
+
+    def seconds_until_admitted(self, prompt_tokens: int, output_tokens: int,
+                               now_s: float) -> float:
+        if self.exceeds(prompt_tokens, output_tokens):
+            return math.inf
+        window = self._window_of(now_s)
+        tokens, requests = (self.tokens, self.requests_used) if window == self.window else (0, 0)
+        fits = tokens + prompt_tokens + output_tokens <= self.tokens_per_window and (
+            self.requests_per_window is None or requests + 1 <= self.requests_per_window)
+        return 0.0 if fits else (window + 1) * self.window_s - now_s
+
+
+class SplitBucketLimiter:
+    """Separate input and output token buckets (per minute), and optionally a requests one."""
+
+    kind = "split_buckets"
+    plain = False
+
+    def __init__(self, input_tokens_per_minute: float, output_tokens_per_minute: float,
+                 requests_per_minute: float | None = None) -> None:
+        self.input = _per_minute_bucket(input_tokens_per_minute)
+        self.output = _per_minute_bucket(output_tokens_per_minute)
+        self.requests = None if requests_per_minute is None else \
+            _per_minute_bucket(requests_per_minute)
+
+    def exceeds(self, prompt_tokens: int, output_tokens: int) -> bool:
+        return prompt_tokens > self.input.burst_cap or output_tokens > self.output.burst_cap
+
+    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
+        requests_ok = self.requests is None or self.requests.refill(now_s) >= 1
+        input_ok = self.input.refill(now_s) >= prompt_tokens
+        output_ok = self.output.refill(now_s) >= output_tokens
+        if not requests_ok:
+            return RATE_LIMITED_REQUESTS
+        if not input_ok:
+            return RATE_LIMITED_INPUT
+        if not output_ok:
+            return RATE_LIMITED_OUTPUT
+        if self.requests is not None:
+            self.requests.take(1)
+        self.input.take(prompt_tokens)
+        self.output.take(output_tokens)
+        return ADMITTED
+
+    def seconds_until_admitted(self, prompt_tokens: int, output_tokens: int,
+                               now_s: float) -> float:
+        waits = [self.input.seconds_until_available(prompt_tokens, now_s),
+                 self.output.seconds_until_available(output_tokens, now_s)]
+        if self.requests is not None:
+            waits.append(self.requests.seconds_until_available(1, now_s))
+        return max(waits)
+
+
+def make_limiter(limits: TenantLimits):
+    """The limiter a tenant's limits describe (see the module docstring)."""
+    if limits.limiter == "token_bucket":
+        return BucketLimiter(limits.rate_limit, limits.burst_cap, limits.requests_per_minute)
+    if limits.limiter == "fixed_window":
+        return FixedWindowLimiter(limits.window_s, limits.tokens_per_window,
+                                  limits.requests_per_minute)
+    if limits.limiter == "split_buckets":
+        return SplitBucketLimiter(limits.input_tokens_per_minute,
+                                  limits.output_tokens_per_minute, limits.requests_per_minute)
+    raise ValueError(f"limiter must be one of {', '.join(LIMITERS)}, got {limits.limiter!r}")
 
 
 class TenantManager:
-    """One token bucket per tenant, and the admission checks in their contractual order."""
+    """One limiter per tenant, and the admission checks in their contractual order."""
 
     def __init__(self, tenants: Iterable[TenantLimits]) -> None:
-        self.buckets: dict[str, TokenBucket] = {}
+        self.limiters: dict[str, BucketLimiter | FixedWindowLimiter | SplitBucketLimiter] = {}
         for tenant in tenants:
-            if tenant.tenant_id in self.buckets:
+            if tenant.tenant_id in self.limiters:
                 raise ValueError(f"duplicate tenant id {tenant.tenant_id!r}")
-            self.buckets[tenant.tenant_id] = TokenBucket(tenant.rate_limit, tenant.burst_cap)
+            self.limiters[tenant.tenant_id] = make_limiter(tenant)
+        # The seed's token buckets, by tenant (the live service's rate-limit headers read them).
+        self.buckets: dict[str, TokenBucket] = {
+            tenant_id: limiter.bucket for tenant_id, limiter in self.limiters.items()
+            if isinstance(limiter, BucketLimiter)}
 
     def __contains__(self, tenant_id: object) -> bool:
-        return tenant_id in self.buckets
+        return tenant_id in self.limiters
 
     def consume(self, tenant_id: str, cost: float, now_s: float) -> bool:
         """Take ``cost`` tokens from the tenant's bucket at ``now_s``; KeyError if unknown."""
@@ -121,43 +330,94 @@ class TenantManager:
         now_s: float,
         kv_capacity_tokens: int,
         queue_full: bool = False,
+        prompt_tokens: int | None = None,
     ) -> int:
         """Decide one request: ADMITTED or the code of the first rule it breaks.
 
-        Order: unknown tenant, cost over the KV capacity, cost over the burst cap, a full queue,
-        then the bucket. Only an admitted request takes tokens.
+        Order: unknown tenant, cost over the KV capacity, over what the limiter could ever admit
+        (``exceeds_burst``), a full queue, then the limiter. Only an admitted request is charged.
+        ``cost`` is prompt + output tokens; limiters that meter input and output apart need
+        ``prompt_tokens`` too (without it the whole cost counts as output).
         """
-        bucket = self.buckets.get(tenant_id)
-        if bucket is None:
+        limiter = self.limiters.get(tenant_id)
+        if limiter is None:
             return UNKNOWN_TENANT
         if cost > kv_capacity_tokens:
             return EXCEEDS_KV_CAPACITY
-        if cost > bucket.burst_cap:
+        prompt = 0 if prompt_tokens is None else prompt_tokens
+        if limiter.exceeds(prompt, cost - prompt):
             return EXCEEDS_BURST
         if queue_full:
             return QUEUE_FULL
-        return ADMITTED if bucket.consume(cost, now_s) else RATE_LIMITED
+        return limiter.admit(prompt, cost - prompt, now_s)
+
+    def seconds_until_admitted(self, tenant_id: str, prompt_tokens: int, output_tokens: int,
+                               now_s: float) -> float:
+        """Model seconds until the tenant's limiter would admit the request (the exact wait a
+        429's Retry-After reports)."""
+        return self.limiters[tenant_id].seconds_until_admitted(prompt_tokens, output_tokens,
+                                                               now_s)
 
 
-def static_rejections(
-    tenant_codes: np.ndarray,
-    costs: np.ndarray,
-    burst_caps: np.ndarray,
-    kv_capacity_tokens: int,
-) -> np.ndarray:
-    """The state-free admission checks for whole columns at once.
+def exceeds_columns(limiters: list, tenant_index: np.ndarray, prompt_tokens: np.ndarray,
+                    output_tokens: np.ndarray) -> np.ndarray:
+    """Whether each row asks for more than its tenant's limiter could ever admit (rows of
+    unknown tenants, index -1, are False)."""
+    tenant_index = np.asarray(tenant_index)
+    prompt, output = np.asarray(prompt_tokens), np.asarray(output_tokens)
+    exceeds = np.zeros(len(tenant_index), dtype=bool)
+    if not len(tenant_index):
+        return exceeds
+    caps = np.full((3, len(limiters) + 1), np.inf)  # total, prompt and output caps
+    for index, limiter in enumerate(limiters):
+        if isinstance(limiter, BucketLimiter):
+            caps[0, index] = limiter.bucket.burst_cap
+        elif isinstance(limiter, FixedWindowLimiter):
+            caps[0, index] = -1.0 if limiter.exceeds(0, 0) else limiter.tokens_per_window
+        else:
+            caps[1, index], caps[2, index] = limiter.input.burst_cap, limiter.output.burst_cap
+    total, first, second = caps[:, tenant_index]
+    return (prompt + output > total) | (prompt > first) | (output > second)
 
-    ``tenant_codes`` index ``burst_caps``; a negative code is a tenant not in the scenario.
-    Returns a uint8 column: ADMITTED where only the bucket (and queue) remain to be asked, else
-    the code of the first rule broken, in the same order as :meth:`TenantManager.admit`.
+
+def decide_columns(limiters: list, tenant_index: np.ndarray, prompt_tokens: np.ndarray,
+                   output_tokens: np.ndarray, times_s: np.ndarray,
+                   use_compiled: bool = True) -> np.ndarray:
+    """Every limiter's decisions for its tenant's rows at once: a uint8 column, ADMITTED or the
+    code of the limit a row broke. Each tenant's rows must be in time order.
+
+    Tenants with a plain token bucket are decided by :func:`consume_columns` (bit-for-bit the
+    row-by-row decisions, most rows without Python); the others are walked row by row with
+    their limiter's :meth:`admit`.
     """
-    reasons = np.zeros(len(costs), dtype=np.uint8)
-    # Code -1 (unknown tenant) picks the appended +inf, so only the unknown-tenant rule fires.
-    caps = np.append(np.asarray(burst_caps, dtype=np.float64), np.inf)[tenant_codes]
-    reasons[costs > caps] = EXCEEDS_BURST
-    reasons[costs > kv_capacity_tokens] = EXCEEDS_KV_CAPACITY
-    reasons[tenant_codes < 0] = UNKNOWN_TENANT
-    return reasons
+    tenant_index = np.asarray(tenant_index)
+    codes = np.zeros(len(tenant_index), dtype=np.uint8)
+    if not len(codes):
+        return codes
+    plain = np.array([getattr(limiter, "plain", False) for limiter in limiters] + [False])
+    simple = plain[tenant_index]
+    if simple.any():
+        rows = np.flatnonzero(simple)
+        buckets = [limiter.bucket if getattr(limiter, "plain", False) else None
+                   for limiter in limiters]
+        admitted = consume_columns(_only(buckets), tenant_index[rows],
+                                   (np.asarray(prompt_tokens) + np.asarray(output_tokens))[rows],
+                                   np.asarray(times_s)[rows], use_compiled)
+        codes[rows[~admitted]] = RATE_LIMITED
+    rows = np.flatnonzero(~simple)
+    if len(rows):
+        walked = [limiters[i].admit(p, o, t) for i, p, o, t in zip(
+            np.asarray(tenant_index)[rows].tolist(), np.asarray(prompt_tokens)[rows].tolist(),
+            np.asarray(output_tokens)[rows].tolist(), np.asarray(times_s)[rows].tolist(),
+            strict=True)]
+        codes[rows] = walked
+    return codes
+
+
+def _only(buckets: list) -> list:
+    """The buckets list for consume_columns, with a never-used stand-in where a tenant has
+    another limiter (consume_columns reads every bucket's state, used or not)."""
+    return [bucket if bucket is not None else TokenBucket(1.0, 1.0) for bucket in buckets]
 
 
 _WALK_SLICE = 1 << 15

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ except ImportError:  # pragma: no cover - the same parser, pure Python, in the s
     import tomllib as toml_reader
 
 from ..core.gpu import GPUModel, RooflineGPU
-from ..core.limiter import TenantLimits
+from ..core.limiter import LIMITERS, TenantLimits
 from ..core.policies import POLICIES
 from ..core.roofline import LLAMA2_7B, TransformerModel
 from .errors import InputError, reading
@@ -45,6 +46,12 @@ CONTINUOUS_ONLY_KEYS = ("max_num_seqs", "max_num_batched_tokens", "block_size")
 SQRT_ONLY_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s", "batch_speedup")
 ROOFLINE_ONLY_KEYS = ("hbm_bytes_per_s", "peak_flops", "eta_bandwidth", "eta_flops", "overhead_s")
 VTC_KEYS = ("vtc_input_weight", "vtc_output_weight")
+# Each limiter's own keys (requests_per_minute goes with any of them).
+LIMITER_KEYS = {
+    "token_bucket": ("rate_limit", "burst_cap"),
+    "fixed_window": ("window_s", "tokens_per_window"),
+    "split_buckets": ("input_tokens_per_minute", "output_tokens_per_minute"),
+}
 MODEL_KEYS = ("name", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab",
               "bytes_per_param")
 
@@ -86,14 +93,23 @@ class TenantConfig:
     """A tenant's limits, and the bid its requests carry when a trace has none (Azure traces)."""
 
     id: str
-    rate_limit: float
-    burst_cap: float
+    rate_limit: float | None  # token_bucket: tokens per second
+    burst_cap: float | None  # token_bucket: the bucket's size, tokens
     priority_bid: float = 1.0
     share: float = 1.0  # the VTC policy's weight of this tenant's service
     max_bid: float | None = None  # the live service's cap on a request's bid (None: priority_bid)
+    limiter: str = "token_bucket"  # token_bucket, fixed_window or split_buckets
+    window_s: float = 60.0  # fixed_window: the window
+    tokens_per_window: float | None = None  # fixed_window: prompt + output tokens per window
+    input_tokens_per_minute: float | None = None  # split_buckets
+    output_tokens_per_minute: float | None = None  # split_buckets
+    requests_per_minute: float | None = None  # optional, with any limiter
 
     def limits(self) -> TenantLimits:
-        return TenantLimits(self.id, self.rate_limit, self.burst_cap)
+        return TenantLimits(self.id, self.rate_limit, self.burst_cap, self.limiter,
+                            self.window_s, self.tokens_per_window,
+                            self.input_tokens_per_minute, self.output_tokens_per_minute,
+                            self.requests_per_minute)
 
     @property
     def bid_cap(self) -> float:
@@ -160,13 +176,7 @@ class Scenario:
             "gpu": gpu_to_dict(self.gpu, self.scheduler),
             "scheduler": scheduler_to_dict(self.scheduler),
             "cluster": {"gpus": self.cluster.gpus},
-            "tenants": [
-                {"id": t.id, "rate_limit": t.rate_limit, "burst_cap": t.burst_cap,
-                 "priority_bid": t.priority_bid,
-                 **({"share": t.share} if self.scheduler.policy == "vtc" else {}),
-                 **({"max_bid": t.max_bid} if t.max_bid is not None else {})}
-                for t in self.tenants
-            ],
+            "tenants": [tenant_to_dict(t, self.scheduler) for t in self.tenants],
         }
         if isinstance(self.gpu, RooflineGPU) and self.gpu.model != LLAMA2_7B:
             out["model"] = model_to_dict(self.gpu.model)
@@ -304,6 +314,24 @@ def gpu_to_dict(gpu: GPUModel | RooflineGPU, scheduler: SchedulerConfig) -> dict
     return out
 
 
+def tenant_to_dict(tenant: TenantConfig, scheduler: SchedulerConfig) -> dict[str, Any]:
+    """A ``[[tenants]]`` table: its limiter's keys (``limiter`` only when not the token
+    bucket), its bid, and its share under the VTC policy."""
+    out: dict[str, Any] = {"id": tenant.id}
+    if tenant.limiter != "token_bucket":
+        out["limiter"] = tenant.limiter
+    for key in LIMITER_KEYS[tenant.limiter]:
+        out[key] = getattr(tenant, key)
+    if tenant.requests_per_minute is not None:
+        out["requests_per_minute"] = tenant.requests_per_minute
+    out["priority_bid"] = tenant.priority_bid
+    if tenant.max_bid is not None:
+        out["max_bid"] = tenant.max_bid
+    if scheduler.policy == "vtc":
+        out["share"] = tenant.share
+    return out
+
+
 def scheduler_to_dict(scheduler: SchedulerConfig) -> dict[str, Any]:
     """The ``[scheduler]`` table: the keys of its engine (``batching`` only when continuous)."""
     out: dict[str, Any] = {}
@@ -405,7 +433,8 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
     seen: dict[str, int] = {}
     for index, raw in enumerate(tenants_raw, start=1):
         where = f"[[tenants]] #{index}"
-        v.keys(raw, ("id", "rate_limit", "burst_cap", "priority_bid", "share", "max_bid"), where,
+        v.keys(raw, ("id", "priority_bid", "share", "max_bid", "limiter",
+                     *sorted(set().union(*LIMITER_KEYS.values())), "requests_per_minute"), where,
                occurrence=index)
         tenant_id = v.tenant_id(raw, where, index)
         where = f"[[tenants]] #{index} (id {tenant_id!r})"
@@ -413,10 +442,10 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
             v.fail(where, "id", f"duplicate tenant id {tenant_id!r} (also [[tenants]] "
                                 f"#{seen[tenant_id]})", occurrence=index)
         seen[tenant_id] = index
+        limits = _parse_limiter(v, raw, where, index)
         tenants.append(TenantConfig(
             id=tenant_id,
-            rate_limit=v.number(raw, "rate_limit", where, None, positive=True, occurrence=index),
-            burst_cap=v.number(raw, "burst_cap", where, None, positive=True, occurrence=index),
+            **limits,
             priority_bid=v.number(raw, "priority_bid", where, 1.0, minimum=0.0, occurrence=index),
             share=v.number(raw, "share", where, 1.0, positive=True, occurrence=index),
             max_bid=v.number(raw, "max_bid", where, None, minimum=0.0, occurrence=index)
@@ -434,6 +463,33 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str |
     if "workload" in data:
         workload = _parse_workload(v, data["workload"], {t.id: t for t in tenants})
     return Scenario(gpu, scheduler, cluster, tuple(tenants), workload, source)
+
+
+def _parse_limiter(v: _Validator, raw: dict, where: str, index: int) -> dict[str, Any]:
+    """A tenant's limiter and its keys; another limiter's keys are errors naming the key."""
+    kind = raw.get("limiter", "token_bucket")
+    if kind not in LIMITERS:
+        v.fail(where, "limiter", f"must be one of {', '.join(map(repr, LIMITERS))}, got "
+                                 f"{kind!r}" + _suggest(str(kind), LIMITERS), occurrence=index)
+    for other, keys in LIMITER_KEYS.items():
+        for key in keys:
+            if other != kind and key in raw:
+                v.fail(where, key, f"has no effect with limiter = {kind!r} (it belongs to "
+                                   f"limiter = {other!r})", occurrence=index)
+    out: dict[str, Any] = {"limiter": kind, "rate_limit": None, "burst_cap": None}
+    number = functools.partial(v.number, raw, where=where, positive=True, occurrence=index)
+    if kind == "token_bucket":
+        out["rate_limit"] = number(key="rate_limit", default=None)
+        out["burst_cap"] = number(key="burst_cap", default=None)
+    elif kind == "fixed_window":
+        out["window_s"] = number(key="window_s", default=60.0)
+        out["tokens_per_window"] = number(key="tokens_per_window", default=None)
+    else:
+        out["input_tokens_per_minute"] = number(key="input_tokens_per_minute", default=None)
+        out["output_tokens_per_minute"] = number(key="output_tokens_per_minute", default=None)
+    if "requests_per_minute" in raw:
+        out["requests_per_minute"] = number(key="requests_per_minute", default=None)
+    return out
 
 
 def _parse_scheduler(v: _Validator, table: dict) -> SchedulerConfig:

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.limiter import TokenBucket
+from ..core.limiter import (
+    EXCEEDS_BURST,
+    RATE_LIMITED_INPUT,
+    RATE_LIMITED_OUTPUT,
+    RATE_LIMITED_REQUESTS,
+    BucketLimiter,
+    FixedWindowLimiter,
+    TokenBucket,
+)
 from ..io.errors import InputError
 from ..io.scenario import Scenario
 
@@ -22,6 +30,9 @@ STATUS_OF_REASON: dict[str, int] = {
     "exceeds_kv_capacity": 422,
     "exceeds_burst": 422,
     "rate_limited": 429,
+    "rate_limited_requests": 429,
+    "rate_limited_input": 429,
+    "rate_limited_output": 429,
     "queue_full": 503,
     SHUTTING_DOWN: 503,
     INTERNAL_ERROR: 500,
@@ -51,11 +62,61 @@ class RateLimitState:
                 "x-ratelimit-reset-tokens": duration_text(self.reset_s)}
 
 
-def rate_limit_state(bucket: TokenBucket, time_scale: float) -> RateLimitState:
-    """The bucket as of its last update (every admission decision updates it)."""
+def _bucket_state(bucket: TokenBucket, time_scale: float) -> RateLimitState:
+    """A token bucket as of its last update (every admission decision updates it)."""
     missing = max(0.0, bucket.burst_cap - bucket.tokens)
     return RateLimitState(bucket.burst_cap, bucket.tokens,
                           missing / bucket.rate_limit * time_scale)
+
+
+def rate_limit_state(limiter, now_s: float, time_scale: float) -> RateLimitState:
+    """What OpenAI's ``x-ratelimit-*-tokens`` headers say of a tenant's limiter at ``now_s``:
+    the token bucket; a fixed window's allowance, what is left of it and when it resets; or
+    the input bucket of split input/output buckets."""
+    if isinstance(limiter, BucketLimiter):
+        return _bucket_state(limiter.bucket, time_scale)
+    if isinstance(limiter, FixedWindowLimiter):
+        window = math.floor(now_s / limiter.window_s)
+        used = limiter.tokens if window == limiter.window else 0
+        return RateLimitState(limiter.tokens_per_window, limiter.tokens_per_window - used,
+                              ((window + 1) * limiter.window_s - now_s) * time_scale)
+    return _bucket_state(limiter.input, time_scale)
+
+
+def limit_text(limiter) -> str:
+    """A tenant's limits in words, for rejection messages."""
+    if isinstance(limiter, BucketLimiter):
+        text = f"{limiter.bucket.rate_limit:g} tokens/s"
+    elif isinstance(limiter, FixedWindowLimiter):
+        text = f"{limiter.tokens_per_window:g} tokens per {limiter.window_s:g} s window"
+    else:
+        text = (f"{limiter.input.burst_cap:g} input and {limiter.output.burst_cap:g} output "
+                "tokens per minute")
+    requests = getattr(limiter, "requests", None)
+    if requests is not None:
+        text += f", {requests.burst_cap:g} requests per minute"
+    elif getattr(limiter, "requests_per_window", None) is not None:
+        text += f", {limiter.requests_per_window:g} requests per window"
+    return text
+
+
+def over_limit_text(code: int, tenant_id: str, limiter, cost: int,
+                    retry_wall_s: float | None) -> str:
+    """Why a request was refused by its tenant's limiter (exceeds_burst or rate_limited_*)."""
+    if code == EXCEEDS_BURST:
+        if isinstance(limiter, BucketLimiter):
+            return (f"prompt_tokens + output_tokens = {cost} exceeds the burst_cap of tenant "
+                    f"{tenant_id!r} ({limiter.bucket.burst_cap:g} tokens): this request can "
+                    "never be admitted")
+        return (f"this request asks for more than tenant {tenant_id!r}'s limits "
+                f"({limit_text(limiter)}) could ever admit")
+    if isinstance(limiter, BucketLimiter) and limiter.plain:
+        return (f"tenant {tenant_id!r} is over its rate limit ({limit_text(limiter)}); its "
+                f"bucket holds the {cost} tokens asked for in {retry_wall_s:.6g} s")
+    which = {RATE_LIMITED_REQUESTS: "requests", RATE_LIMITED_INPUT: "input tokens",
+             RATE_LIMITED_OUTPUT: "output tokens"}.get(code, "tokens")
+    return (f"tenant {tenant_id!r} is over its {which} limit ({limit_text(limiter)}); the "
+            f"request would be admitted in {retry_wall_s:.6g} s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,12 +61,12 @@ from prometheus_client import (
 
 from ..core.aging_queue import static_priority_key
 from ..core.continuous_batcher import ContinuousBatcher
+from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.limiter import (
     ADMITTED,
     EXCEEDS_BURST,
     EXCEEDS_KV_CAPACITY,
     QUEUE_FULL,
-    RATE_LIMITED,
     REASON_NAMES,
     UNKNOWN_TENANT,
     TenantManager,
@@ -84,12 +84,14 @@ from .common import (
     DEFAULT_HISTORY,
     INTERNAL_ERROR,
     SHUTTING_DOWN,
+    STATUS_OF_REASON,
     TIME_BUCKETS_S,
     UNKNOWN_TENANT_LABEL,
     RateLimitState,
     Rejection,
     check_time_scale,
     np_column,
+    over_limit_text,
     rate_limit_state,
     short,
 )
@@ -298,11 +300,17 @@ class ContinuousLiveScheduler:
         self.kv_capacity_tokens = self.total_blocks * sched.block_size
         self.tenants = TenantManager(t.limits() for t in tenants)
         self.tenant_index = {t.id: i for i, t in enumerate(tenants)}
+        shares = [t.share for t in tenants]
+        # The service difference between backlogged tenants, tracked as the simulator does.
+        self.fairness = ServiceDifference(shares, sched.vtc_input_weight,
+                                          sched.vtc_output_weight) \
+            if len(tenants) <= MAX_TRACKED_TENANTS else None
         self.batcher = ContinuousBatcher(
             gpus=self.gpu_count, total_blocks=self.total_blocks, block_size=sched.block_size,
             max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
-            policy=make_policy(sched.policy, [t.share for t in tenants], sched.vtc_input_weight,
-                               sched.vtc_output_weight))
+            policy=make_policy(sched.policy, shares, sched.vtc_input_weight,
+                               sched.vtc_output_weight),
+            observer=self.fairness)
         self.cost = scenario.gpu.iteration_cost()
         self.window = sched.batch_window_s
         self.aging = sched.aging_per_s
@@ -362,7 +370,7 @@ class ContinuousLiveScheduler:
         return self._in_flight
 
     def rate_limit(self, tenant_id: str) -> RateLimitState:
-        return rate_limit_state(self.tenants.buckets[tenant_id], self.time_scale)
+        return rate_limit_state(self.tenants.limiters[tenant_id], self.now(), self.time_scale)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -433,7 +441,7 @@ class ContinuousLiveScheduler:
         queue_full = (self.max_queue_length is not None
                       and batcher.waiting >= self.max_queue_length)
         code = self.tenants.admit(tenant_id, cost, now, self.kv_capacity_tokens,
-                                  queue_full=queue_full)
+                                  queue_full=queue_full, prompt_tokens=prompt_tokens)
         self._schedule()  # the events handled above may have moved the next one
         request_id = self._next_request_id
         self._next_request_id += 1
@@ -446,9 +454,9 @@ class ContinuousLiveScheduler:
             label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
             self.prometheus.rejections.labels(label, reason).inc()
             retry = limits = None
-            if code == RATE_LIMITED:
-                bucket = self.tenants.buckets[tenant_id]
-                retry = bucket.seconds_until_available(cost, now) * self.time_scale
+            if STATUS_OF_REASON.get(reason) == 429:
+                retry = self.tenants.seconds_until_admitted(tenant_id, prompt_tokens,
+                                                            output_tokens, now) * self.time_scale
                 limits = self.rate_limit(tenant_id)
             return Rejection(reason, self._explain(code, tenant_id, cost, retry), tenant_id,
                              request_id, now, retry, limits)
@@ -479,15 +487,12 @@ class ContinuousLiveScheduler:
                     f"than a GPU's {self.total_blocks} ({self.kv_capacity_tokens} tokens): this "
                     "request can never run")
         if code == EXCEEDS_BURST:
-            cap = self.tenants.buckets[tenant_id].burst_cap
-            return (f"prompt_tokens + output_tokens = {cost} exceeds the burst_cap of tenant "
-                    f"{tenant_id!r} ({cap:g} tokens): this request can never be admitted")
+            return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost, None)
         if code == QUEUE_FULL:
             return (f"the waiting queue is full ({self.max_queue_length} requests, "
                     "scheduler.max_queue_length); try again later")
-        rate = self.tenants.buckets[tenant_id].rate_limit
-        return (f"tenant {tenant_id!r} is over its rate limit ({rate:g} tokens/s); its bucket "
-                f"holds the {cost} tokens asked for in {retry_wall_s:.6g} s")
+        return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost,
+                               retry_wall_s)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -508,6 +513,8 @@ class ContinuousLiveScheduler:
             for gpu in range(gpus):
                 if ends[gpu] == INF:
                     ends[gpu] = self._start(gpu, t)
+            if self.fairness is not None:
+                self.fairness.settle(t)
             self._timer = INF
 
     def _start(self, gpu: int, t: float) -> float:
@@ -584,7 +591,9 @@ class ContinuousLiveScheduler:
 
     def _totals(self) -> IterationTotals:
         return IterationTotals(self._count, self._requests, self._tokens, list(self._busy),
-                               self._moved, self._flops, self._block_seconds, self._last_end)
+                               self._moved, self._flops, self._block_seconds, self._last_end,
+                               None if self.fairness is None
+                               else self.fairness.max_difference)
 
     def _trim(self) -> None:
         first_kept = self.settled.trim()
@@ -664,7 +673,8 @@ class ContinuousLiveScheduler:
                 [now - then for now, then in zip(totals.busy_s_per_gpu, before.busy_s_per_gpu,
                                                  strict=True)],
                 totals.bytes_moved - before.bytes_moved, totals.flops - before.flops,
-                totals.block_seconds - before.block_seconds, totals.last_end_s)
+                totals.block_seconds - before.block_seconds, totals.last_end_s,
+                None)  # a largest difference since the start does not describe a window
         return ContinuousResult(
             scenario=self.scenario, trace=trace, reason=column("reason", np.uint8),
             tenant_index=tenant_index, start_s=column("start", np.float64),

@@ -82,7 +82,6 @@ from ..core.limiter import (
     EXCEEDS_BURST,
     EXCEEDS_KV_CAPACITY,
     QUEUE_FULL,
-    RATE_LIMITED,
     REASON_NAMES,
     UNKNOWN_TENANT,
     TenantManager,
@@ -99,6 +98,7 @@ from .common import (
     INTERNAL_ERROR,
     INVALID_BODY_LABEL,
     SHUTTING_DOWN,
+    STATUS_OF_REASON,
     TIME_BUCKETS_S,
     UNAUTHENTICATED_LABEL,
     UNKNOWN_TENANT_LABEL,
@@ -106,6 +106,7 @@ from .common import (
     Rejection,
     check_time_scale,
     effective_bid,
+    over_limit_text,
     rate_limit_state,
 )
 from .common import np_column as _np
@@ -418,7 +419,7 @@ class LiveScheduler:
 
     def rate_limit(self, tenant_id: str) -> RateLimitState:
         """The tenant's bucket as of its last admission decision (x-ratelimit-* headers)."""
-        return rate_limit_state(self.tenants.buckets[tenant_id], self.time_scale)
+        return rate_limit_state(self.tenants.limiters[tenant_id], self.now(), self.time_scale)
 
     def note_disconnect(self, _ticket) -> None:
         """A streaming client went away (its request keeps its place; counted)."""
@@ -484,7 +485,8 @@ class LiveScheduler:
         cost = prompt_tokens + output_tokens
         queue = self.queue
         queue_full = self.max_queue_length is not None and len(queue) >= self.max_queue_length
-        code = self.tenants.admit(tenant_id, cost, now, self.kv_capacity, queue_full=queue_full)
+        code = self.tenants.admit(tenant_id, cost, now, self.kv_capacity, queue_full=queue_full,
+                                  prompt_tokens=prompt_tokens)
         request_id = self.last_request_id = self._next_request_id
         self._next_request_id += 1
         index = self.tenant_index.get(tenant_id, -1)
@@ -496,9 +498,9 @@ class LiveScheduler:
             label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
             self.prometheus.rejections.labels(label, reason).inc()
             retry = limits = None
-            if code == RATE_LIMITED:
-                retry = (self.tenants.buckets[tenant_id].seconds_until_available(cost, now)
-                         * self.time_scale)
+            if STATUS_OF_REASON.get(reason) == 429:
+                retry = self.tenants.seconds_until_admitted(tenant_id, prompt_tokens,
+                                                            output_tokens, now) * self.time_scale
                 limits = self.rate_limit(tenant_id)
             return Rejection(reason, self._explain(code, tenant_id, cost, retry), tenant_id,
                              request_id, now, retry, limits)
@@ -522,15 +524,12 @@ class LiveScheduler:
             return (f"prompt_tokens + output_tokens = {cost} exceeds the KV-cache capacity of "
                     f"{self.kv_capacity} tokens: this request can never run")
         if code == EXCEEDS_BURST:
-            cap = self.tenants.buckets[tenant_id].burst_cap
-            return (f"prompt_tokens + output_tokens = {cost} exceeds the burst_cap of tenant "
-                    f"{tenant_id!r} ({cap:g} tokens): this request can never be admitted")
+            return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost, None)
         if code == QUEUE_FULL:
             return (f"the queue is full ({self.max_queue_length} requests waiting, "
                     "scheduler.max_queue_length); try again later")
-        rate = self.tenants.buckets[tenant_id].rate_limit
-        return (f"tenant {tenant_id!r} is over its rate limit ({rate:g} tokens/s); its bucket "
-                f"holds the {cost} tokens asked for in {retry_wall_s:.6g} s")
+        return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost,
+                               retry_wall_s)
 
     # -- the dispatcher -------------------------------------------------------------------
     # The worker is a timer callback rather than a task: it only ever does synchronous work

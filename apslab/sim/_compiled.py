@@ -58,6 +58,7 @@ def library() -> ctypes.CDLL | None:
             ctypes.c_int64, DOUBLE_P, DOUBLE_P, DOUBLE_P, DOUBLE_P,  # queue limit, buckets
             DOUBLE_P, DOUBLE_P, DOUBLE_P, INT64_P, DOUBLE_P, INT32_P, UINT8_P,  # per request
             INT64_P, UINT64_P, DOUBLE_P, DOUBLE_P,  # totals
+            ctypes.c_int64,  # track the service difference
             ctypes.c_int64, ctypes.POINTER(ctypes.POINTER(ContinuousIteration)), INT64_P,  # log
         ]
         lib.apslab_free_continuous_log.restype = None

@@ -320,6 +320,14 @@ typedef struct {
     int keep;
     ContinuousIteration *log;
     int64_t log_len, log_cap;
+    /* the service difference between backlogged tenants (apslab.core.fairness), when tracked */
+    int fair;
+    double *fair_service;      /* per tenant */
+    uint8_t *fair_backlogged;  /* per tenant */
+    double *fair_baseline;     /* tenants x tenants: S_f(b) - S_g(b) of each active pair */
+    uint8_t *fair_changed;     /* per tenant, since the last settle */
+    int64_t *fair_waiting;     /* waiting requests per tenant */
+    double fair_max;
 } Loop;
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); } /* a >= 0 */
@@ -428,11 +436,62 @@ static void vtc_charged(Loop *L, int64_t u) {
     if (L->tpos[u] >= 0) theap_down(L, L->tpos[u]);
 }
 
+/* -- the service difference (ServiceDifference in apslab/core/fairness.py) ---------------- */
+
+/* Update the maximum with every active pair of tenant u: |(S_u - S_o) - baseline[u][o]|. */
+static void fair_evaluate(Loop *L, int64_t u) {
+    if (!L->fair_backlogged[u]) return;
+    int64_t T = L->tenants;
+    double mine = L->fair_service[u];
+    for (int64_t o = 0; o < T; o++) {
+        if (!L->fair_backlogged[o] || o == u) continue;
+        double d = fabs(mine - L->fair_service[o] - L->fair_baseline[u * T + o]);
+        if (d > L->fair_max) L->fair_max = d;
+    }
+}
+
+static void fair_backlog(Loop *L, int64_t u, int on) {
+    int64_t T = L->tenants;
+    if (on) {
+        for (int64_t o = 0; o < T; o++) {
+            if (!L->fair_backlogged[o]) continue;
+            L->fair_baseline[u * T + o] = L->fair_service[u] - L->fair_service[o];
+            L->fair_baseline[o * T + u] = L->fair_service[o] - L->fair_service[u];
+        }
+        L->fair_backlogged[u] = 1;
+    } else {
+        fair_evaluate(L, u);
+        L->fair_backlogged[u] = 0;
+    }
+}
+
+static void fair_pushed(Loop *L, int64_t h) {
+    if (!L->fair) return;
+    int64_t u = L->tenant[h];
+    if (L->fair_waiting[u]++ == 0) fair_backlog(L, u, 1);
+}
+
+static void fair_popped(Loop *L, int64_t h) {
+    if (!L->fair) return;
+    int64_t u = L->tenant[h];
+    if (--L->fair_waiting[u] == 0) fair_backlog(L, u, 0);
+}
+
+static void fair_settle(Loop *L) {
+    if (!L->fair) return;
+    for (int64_t u = 0; u < L->tenants; u++) {
+        if (!L->fair_changed[u]) continue;
+        fair_evaluate(L, u);
+        L->fair_changed[u] = 0;
+    }
+}
+
 /* -- the policy interface: push, len, peek, pop, place, admitted, emitted -------------------- */
 
 static int waiting_push(Loop *L, int64_t h) {
     if (L->policy != POLICY_VTC) {
         wheap_push(L, h);
+        fair_pushed(L, h);
         return 0;
     }
     int64_t u = L->tenant[h];
@@ -448,6 +507,7 @@ static int waiting_push(Loop *L, int64_t h) {
     }
     if (hheap_push(&L->queue[u], h) < 0) return -1;
     L->vtc_waiting++;
+    fair_pushed(L, h);
     return 0;
 }
 
@@ -581,13 +641,18 @@ static int gpu_round(Loop *L, int64_t g, double t) {
             int64_t need = ceil_div(n, bs);
             if (need > free) break;
             waiting_pop(L);
+            fair_popped(L, h);
             if (running_place(L, G, h) < 0) return -1;
             if (!L->admitted_once[h]) {
                 L->admitted_once[h] = 1;
+                int64_t u = L->tenant[h];
                 if (L->policy == POLICY_VTC) { /* charged once: input_weight * P / share */
-                    int64_t u = L->tenant[h];
                     L->counter[u] += L->input_weight * (double)prompt[h] / L->shares[u];
                     vtc_charged(L, u);
+                }
+                if (L->fair) { /* the prompt is service, once */
+                    L->fair_service[u] += L->input_weight * (double)prompt[h] / L->shares[u];
+                    L->fair_changed[u] = 1;
                 }
             }
             free -= need;
@@ -649,6 +714,11 @@ static void gpu_complete(Loop *L, int64_t g, double t) {
             L->counter[u] += L->output_weight / L->shares[u];
             vtc_charged(L, u);
         }
+        if (L->fair) {
+            int64_t u = L->tenant[h];
+            L->fair_service[u] += L->output_weight / L->shares[u];
+            L->fair_changed[u] = 1;
+        }
         int64_t row = L->row[h];
         double previous = L->last_token[h];
         if (previous != previous) { /* NaN: the first token */
@@ -704,6 +774,11 @@ static void loop_free(Loop *L) {
     free(L->blocks);
     free(L->last_token);
     free(L->admitted_once);
+    free(L->fair_service);
+    free(L->fair_backlogged);
+    free(L->fair_baseline);
+    free(L->fair_changed);
+    free(L->fair_waiting);
 }
 
 /*
@@ -717,7 +792,9 @@ static void loop_free(Loop *L) {
  * Outputs by trace row (n_rows; this function writes the defaults: NaN, 0, -1): start, first,
  * finish, preemptions, max_tbt, finish_gpu. totals = {iterations, requests, tokens};
  * wide = {bytes lo, bytes hi, flops lo, flops hi} (unsigned 128-bit halves); busy[gpus];
- * float_totals = {block_seconds, last_end}. With keep_iterations, *log gets a malloc'ed array of
+ * float_totals = {block_seconds, last_end, service difference (with track_fairness: the
+ * largest difference of service between two backlogged tenants, ServiceDifference's measure)}.
+ * With keep_iterations, *log gets a malloc'ed array of
  * *log_len ContinuousIteration rows (NULL when empty), to be released with
  * apslab_free_continuous_log. Returns 0; -1 when memory ran out, -2 for invalid limits (nothing
  * to free then).
@@ -734,7 +811,8 @@ int64_t apslab_run_continuous(
     double *bucket_tokens, double *bucket_last, double *start, double *first, double *finish,
     int64_t *preemptions, double *max_tbt, int32_t *finish_gpu, uint8_t *status,
     int64_t *totals, uint64_t *wide, double *busy, double *float_totals,
-    int64_t keep_iterations, ContinuousIteration **log, int64_t *log_len) {
+    int64_t track_fairness, int64_t keep_iterations, ContinuousIteration **log,
+    int64_t *log_len) {
     *log = NULL;
     *log_len = 0;
     if (gpus < 1 || block_size < 1 || max_num_seqs < 1 || max_num_batched_tokens < 1 ||
@@ -794,6 +872,17 @@ int64_t apslab_run_continuous(
     } else if (ok) {
         L.wheap = malloc(n * sizeof(Waiting)); /* a request waits at most once at a time */
         ok = L.wheap != NULL;
+    }
+    if (ok && track_fairness) {
+        size_t t = (size_t)(tenants > 0 ? tenants : 1);
+        L.fair = 1;
+        L.fair_service = calloc(t, sizeof(double));
+        L.fair_backlogged = calloc(t, 1);
+        L.fair_baseline = calloc(t * t, sizeof(double));
+        L.fair_changed = calloc(t, 1);
+        L.fair_waiting = calloc(t, sizeof(int64_t));
+        ok = L.fair_service && L.fair_backlogged && L.fair_baseline && L.fair_changed &&
+             L.fair_waiting;
     }
     if (!ok) {
         loop_free(&L);
@@ -872,6 +961,7 @@ int64_t apslab_run_continuous(
             }
         }
         if (failed) break;
+        fair_settle(&L);
         timer = INFINITY;
     }
     if (failed) {
@@ -888,6 +978,7 @@ int64_t apslab_run_continuous(
     wide[3] = (uint64_t)((uwide_t)L.flops_total >> 64);
     float_totals[0] = L.block_seconds;
     float_totals[1] = L.last_end;
+    float_totals[2] = L.fair_max;
     if (L.keep && L.log_len) {
         *log = L.log;
         *log_len = L.log_len;

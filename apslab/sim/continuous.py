@@ -33,22 +33,18 @@ import numpy as np
 from ..core._gc import paused_gc
 from ..core.aging_queue import static_priority_key
 from ..core.continuous_batcher import ContinuousBatcher
+from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.kv_blocks import exceeds_kv_capacity
 from ..core.limiter import (
-    ADMITTED,
-    EXCEEDS_BURST,
-    EXCEEDS_KV_CAPACITY,
     QUEUE_FULL,
     RATE_LIMITED,
-    UNKNOWN_TENANT,
-    TokenBucket,
-    consume_columns,
 )
 from ..core.policies import make_policy
 from ..io.errors import InputError
 from ..io.scenario import Scenario
 from ..io.trace import Trace
 from . import _compiled
+from .admission import admit_by_column
 from .result import ContinuousResult, IterationLog, IterationTotals
 
 
@@ -64,86 +60,77 @@ def check_trace(trace: Trace) -> None:
                              + (f" ({len(bad) - 1} more such rows)" if len(bad) > 1 else ""))
 
 
-def admission_columns(scenario: Scenario, trace: Trace) -> tuple[np.ndarray, np.ndarray, int]:
-    """(reason, tenant_index, total_blocks): the state-free admission checks, by column."""
-    gpu, sched = scenario.gpu, scenario.scheduler
-    total_blocks = gpu.total_blocks(sched.block_size)
-    index_of = {t.id: i for i, t in enumerate(scenario.tenants)}
-    to_scenario = np.array([index_of.get(name, -1) for name in trace.tenant_names] or [-1],
-                           dtype=np.int32)
-    tenant_index = to_scenario[trace.tenant_codes]
-    caps = np.append(np.array([t.burst_cap for t in scenario.tenants], dtype=np.float64),
-                     np.inf)[tenant_index]
-    kv_tokens = trace.kv_tokens
-    reason = np.zeros(len(trace), dtype=np.uint8)
-    reason[kv_tokens > caps] = EXCEEDS_BURST
-    reason[exceeds_kv_capacity(trace.prompt_tokens, trace.output_tokens, sched.block_size,
-                               total_blocks)] = EXCEEDS_KV_CAPACITY
-    reason[tenant_index < 0] = UNKNOWN_TENANT
-    return reason, tenant_index, total_blocks
+def exceeds_kv(scenario: Scenario, trace: Trace) -> tuple[np.ndarray, int]:
+    """(rows whose ceil((P + O) / block_size) > total_blocks, total_blocks)."""
+    sched = scenario.scheduler
+    total_blocks = scenario.gpu.total_blocks(sched.block_size)
+    return exceeds_kv_capacity(trace.prompt_tokens, trace.output_tokens, sched.block_size,
+                               total_blocks), total_blocks
 
 
 def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bool = False,
-                        engine: str = "auto") -> ContinuousResult:
+                        engine: str = "auto", keep_service_curve: bool = False
+                        ) -> ContinuousResult:
     """Run ``trace`` through the continuous engine; ``keep_iterations`` keeps one row per
     iteration (``result.iteration_log``), otherwise only their totals are kept.
 
     ``engine``: "python" (this module's loop), "compiled" (apslab/sim/_eventloop.c) or "auto".
+    ``keep_service_curve`` records the service difference between backlogged tenants at every
+    instant it changes (``result.service_curve``, for plots); the Python loop records it, so
+    "auto" runs that loop then.
     """
     if engine not in ("auto", "python", "compiled"):
         raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
     if not scenario.scheduler.continuous:
         raise ValueError("simulate_continuous needs [scheduler] batching = \"continuous\"")
     check_trace(trace)
-    sched = scenario.scheduler
-    reason, tenant_index, total_blocks = admission_columns(scenario, trace)
-    order = np.argsort(trace.arrival_s, kind="stable")
-    order = order[reason[order] == ADMITTED]
-    buckets = [TokenBucket(t.rate_limit, t.burst_cap) for t in scenario.tenants]
-    if sched.max_queue_length is None:
-        admitted = consume_columns(buckets, tenant_index[order], trace.kv_tokens[order],
-                                   trace.arrival_s[order], use_compiled=engine != "python")
-        reason[order[~admitted]] = RATE_LIMITED
-        order = order[admitted]
-        bucket_of = None
-    else:
-        bucket_of = tenant_index[order]
+    too_large, total_blocks = exceeds_kv(scenario, trace)
+    service_curve = None
+    admission = admit_by_column(scenario, trace, too_large, use_compiled=engine != "python")
+    reason, tenant_index, order = admission.reason, admission.tenant_index, admission.order
+    limiter_of, limiters = admission.limiter_of, admission.limiters
 
-    compiled = _compiled.continuous_loop() if engine != "python" else None
+    if keep_service_curve and engine == "compiled":
+        raise RuntimeError("the service curve is recorded by the Python loop (engine=\"python\")")
+    compiled = _compiled.continuous_loop() if engine != "python" and not keep_service_curve \
+        else None
     if engine == "compiled" and compiled is None:
         raise RuntimeError("the compiled continuous loop is not built (reinstall apslab with a "
                            "C compiler)")
     if compiled is not None:
-        unsupported = _compiled_unsupported(scenario, trace)
+        unsupported = _compiled_unsupported(scenario, trace, admission)
         if unsupported is not None:
             if engine == "compiled":
                 raise RuntimeError(f"the compiled continuous loop cannot run this: {unsupported}")
             compiled = None
     if compiled is not None:
-        columns = _run_compiled(compiled, scenario, trace, order, tenant_index, bucket_of,
-                                buckets, total_blocks, keep_iterations)
+        columns = _run_compiled(compiled, scenario, trace, order, tenant_index, limiter_of,
+                                [getattr(limiter, "bucket", None) for limiter in limiters],
+                                total_blocks, keep_iterations)
     else:
-        loop = _Loop(scenario, trace, order, tenant_index, bucket_of, buckets, total_blocks,
-                     keep_iterations)
+        loop = _Loop(scenario, trace, order, tenant_index, limiter_of, limiters, total_blocks,
+                     keep_iterations, keep_service_curve)
         with paused_gc():
             loop.run()
         columns = loop.columns()
-    per_request, rate_limited, queue_full, totals, log = columns
-    reason[rate_limited] = RATE_LIMITED
+        if keep_service_curve and loop.fairness is not None:
+            service_curve = np.array(loop.fairness.curve, dtype=np.float64).reshape(-1, 2)
+    per_request, rejected, queue_full, totals, log = columns
+    reason[rejected[:, 0]] = rejected[:, 1]
     reason[queue_full] = QUEUE_FULL
     start, first, finish, preemptions, max_tbt, finish_gpu = per_request
     return ContinuousResult(
         scenario=scenario, trace=trace, reason=reason, tenant_index=tenant_index,
         start_s=start, finish_s=finish, first_token_s=first, preemptions=preemptions,
         max_tbt_s=max_tbt, finish_gpu=finish_gpu, total_blocks=total_blocks,
-        iterations=totals, iteration_log=log)
+        iterations=totals, iteration_log=log, service_curve=service_curve)
 
 
 class _Loop:
     """The event loop over pre-sorted candidate arrivals (see the module docstring)."""
 
-    def __init__(self, scenario, trace, order, tenant_index, bucket_of, buckets, total_blocks,
-                 keep_iterations):
+    def __init__(self, scenario, trace, order, tenant_index, limiter_of, limiters, total_blocks,
+                 keep_iterations, keep_curve=False):
         sched = scenario.scheduler
         self.n = len(trace)
         self.gpus = scenario.cluster.gpus
@@ -152,11 +139,16 @@ class _Loop:
             else math.inf
         self.cost = scenario.gpu.iteration_cost()
         tenants = scenario.tenants
+        shares = [t.share for t in tenants]
+        self.fairness = ServiceDifference(
+            shares, sched.vtc_input_weight, sched.vtc_output_weight, keep_curve=keep_curve) \
+            if len(tenants) <= MAX_TRACKED_TENANTS else None
         self.batcher = ContinuousBatcher(
             gpus=self.gpus, total_blocks=total_blocks, block_size=sched.block_size,
             max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
-            policy=make_policy(sched.policy, [t.share for t in tenants], sched.vtc_input_weight,
-                               sched.vtc_output_weight))
+            policy=make_policy(sched.policy, shares, sched.vtc_input_weight,
+                               sched.vtc_output_weight),
+            observer=self.fairness)
         arrival = trace.arrival_s[order]
         self.arrival = arrival.tolist()
         self.rows = order.tolist()
@@ -165,10 +157,10 @@ class _Loop:
         self.prompt = trace.prompt_tokens[order].tolist()
         self.output = trace.output_tokens[order].tolist()
         self.tenant = tenant_index[order].tolist()
-        self.consume = None if bucket_of is None else [buckets[i].consume
-                                                       for i in bucket_of.tolist()]
+        self.admit = None if limiter_of is None else [limiters[i].admit
+                                                      for i in limiter_of.tolist()]
         self.keep_iterations = keep_iterations
-        self.rate_limited = array("q")
+        self.rejected = array("q")  # (row, reason code) pairs, flattened
         self.queue_full = array("q")
         self.row_of: list[int] = []  # handle -> trace row
         nan = math.nan
@@ -191,7 +183,8 @@ class _Loop:
         gpus = self.gpus
         ends = [inf] * gpus  # when each GPU's iteration ends (inf: idle)
         timer = inf
-        arrival, consume, count = self.arrival, self.consume, len(self.arrival)
+        arrival, admit, count = self.arrival, self.admit, len(self.arrival)
+        fairness = self.fairness
         k = 0
         while True:
             t = min(min(ends), timer)
@@ -199,13 +192,14 @@ class _Loop:
             while k < count and arrival[k] <= t:
                 a = arrival[k]
                 row = self.rows[k]
-                if consume is not None:
+                if admit is not None:
                     if batcher.waiting >= self.max_queue:
                         self.queue_full.append(row)
                         k += 1
                         continue
-                    if not consume[k](self.prompt[k] + self.output[k], a):
-                        self.rate_limited.append(row)
+                    code = admit[k](self.prompt[k], self.output[k], a)
+                    if code:
+                        self.rejected.extend((row, code))
                         k += 1
                         continue
                 batcher.add(self.prompt[k], self.output[k], neg_key=self.neg_key[k],
@@ -225,6 +219,8 @@ class _Loop:
             for g in range(gpus):
                 if ends[g] == inf:
                     ends[g] = self._start(g, t)
+            if fairness is not None:
+                fairness.settle(t)
             timer = inf
 
     def _start(self, gpu: int, t: float) -> float:
@@ -282,7 +278,9 @@ class _Loop:
                        np.array(self.max_tbt, dtype=np.float64),
                        np.array(self.finish_gpu, dtype=np.int32))
         totals = IterationTotals(self.count, self.requests, self.tokens, list(self.busy),
-                                 self.moved, self.flops, self.block_seconds, self.last_end)
+                                 self.moved, self.flops, self.block_seconds, self.last_end,
+                                 None if self.fairness is None
+                                 else self.fairness.max_difference)
         log = None
         if self.keep_iterations:
             cols = list(zip(*self.log, strict=True)) or [()] * 8
@@ -294,7 +292,7 @@ class _Loop:
                 decode_tokens=np.array(cols[5], dtype=np.int64),
                 blocks_used=np.array(cols[6], dtype=np.int64),
                 preempted=np.array(cols[7], dtype=np.int64))
-        return (per_request, np.frombuffer(self.rate_limited, dtype=np.int64),
+        return (per_request, np.frombuffer(self.rejected, dtype=np.int64).reshape(-1, 2),
                 np.frombuffer(self.queue_full, dtype=np.int64), totals, log)
 
 
@@ -304,7 +302,7 @@ class _Loop:
 _POLICY_CODES = {"priority": 0, "fcfs": 1, "vtc": 2}
 
 
-def _compiled_unsupported(scenario: Scenario, trace: Trace) -> str | None:
+def _compiled_unsupported(scenario: Scenario, trace: Trace, admission) -> str | None:
     """Why the C loop could not repeat the Python loop's arithmetic exactly here, or None.
 
     The C loop takes the cost model's constants as int64 and float64 (Python would divide an
@@ -312,6 +310,9 @@ def _compiled_unsupported(scenario: Scenario, trace: Trace) -> str | None:
     below 2**53). Scenarios parsed from TOML always qualify.
     """
     cost, sched = scenario.gpu.iteration_cost(), scenario.scheduler
+    if admission.in_loop and not all(getattr(limiter, "plain", False)
+                                     for limiter in admission.limiters):
+        return "with max_queue_length, only plain token buckets are decided in the C loop"
     integers = (cost.weight_bytes, cost.kv_bytes_per_token, cost.matmul_flops_per_token,
                 cost.attention_flops_per_pair)
     if not all(type(value) is int and 0 <= value < 1 << 63 for value in integers):
@@ -358,8 +359,8 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
         del neg_key
     shares = np.array([t.share for t in tenants] or [1.0], dtype=np.float64)
     limited = bucket_of is not None
-    rate, burst, tokens, last = (np.array([getattr(b, name) for b in buckets] or [0.0],
-                                          dtype=np.float64)
+    rate, burst, tokens, last = (np.array([getattr(b, name) if limited else 0.0
+                                           for b in buckets] or [0.0], dtype=np.float64)
                                  for name in ("rate_limit", "burst_cap", "tokens",
                                               "last_update_s"))
     start, first, finish, max_tbt = (np.empty(n, dtype=np.float64) for _ in range(4))
@@ -369,7 +370,8 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
     totals = np.zeros(3, dtype=np.int64)
     wide = np.zeros(4, dtype=np.uint64)
     busy = np.zeros(gpus, dtype=np.float64)
-    float_totals = np.zeros(2, dtype=np.float64)
+    float_totals = np.zeros(3, dtype=np.float64)
+    track_fairness = len(tenants) <= MAX_TRACKED_TENANTS
     log = ctypes.POINTER(_compiled.ContinuousIteration)()
     log_len = ctypes.c_int64(0)
     p = _compiled.pointer
@@ -384,7 +386,7 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
         p(start), p(first), p(finish), p(preemptions), p(max_tbt),
         finish_gpu.ctypes.data_as(_compiled.INT32_P), p(status),
         p(totals), wide.ctypes.data_as(_compiled.UINT64_P), p(busy), p(float_totals),
-        int(keep_iterations), ctypes.byref(log), ctypes.byref(log_len))
+        int(track_fairness), int(keep_iterations), ctypes.byref(log), ctypes.byref(log_len))
     if code == -2:
         raise ValueError("the compiled continuous loop was given invalid limits")
     if code < 0:
@@ -399,9 +401,12 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
     flops = int(wide[2]) | int(wide[3]) << 64
     iteration_totals = IterationTotals(int(totals[0]), int(totals[1]), int(totals[2]),
                                        busy.tolist(), moved, flops, float(float_totals[0]),
-                                       float(float_totals[1]))
+                                       float(float_totals[1]),
+                                       float(float_totals[2]) if track_fairness else None)
     per_request = (start, first, finish, preemptions, max_tbt, finish_gpu)
-    return (per_request, order[status == RATE_LIMITED], order[status == QUEUE_FULL],
+    limited_rows = order[status == RATE_LIMITED]
+    rejected = np.column_stack((limited_rows, np.full(len(limited_rows), RATE_LIMITED)))
+    return (per_request, rejected.astype(np.int64), order[status == QUEUE_FULL],
             iteration_totals, iteration_log)
 
 

@@ -93,6 +93,9 @@ class IterationTotals:
     flops: int
     block_seconds: float  # sum of blocks_used x duration
     last_end_s: float  # when the last iteration ended (-inf if none ran)
+    # the largest service difference between two backlogged tenants (apslab.core.fairness);
+    # None when the scenario has too many tenants to track their pairs
+    service_difference: float | None = None
 
 
 @dataclass
@@ -123,6 +126,9 @@ class ContinuousResult(RunResult):
     total_blocks: int = 0
     iterations: IterationTotals = field(default=None)
     iteration_log: IterationLog | None = None
+    # (time, service difference between backlogged tenants) at every instant it changed, when
+    # asked for (simulate_continuous(..., keep_service_curve=True))
+    service_curve: np.ndarray | None = None
 
     @property
     def gpu(self) -> np.ndarray:

@@ -36,19 +36,16 @@ import numpy as np
 
 from ..core._gc import paused_gc
 from ..core.aging_queue import LazyAgingQueue, static_priority_key
-from ..core.batcher import MicroBatcher
+from ..core.batcher import MicroBatcher, PolicyQueue
 from ..core.gpu import RooflineGPU
 from ..core.limiter import (
-    ADMITTED,
     QUEUE_FULL,
-    RATE_LIMITED,
-    TokenBucket,
-    consume_columns,
-    static_rejections,
 )
+from ..core.policies import make_policy
 from ..io.scenario import Scenario
 from ..io.trace import Trace
 from . import _compiled
+from .admission import admit_by_column
 from .result import SimulationResult
 
 
@@ -69,49 +66,32 @@ def simulate_static(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
     if scenario.scheduler.continuous:
         raise ValueError("simulate_static needs [scheduler] batching = \"static\"; "
                          "apslab.simulate runs either engine")
-    if scenario.scheduler.policy != "priority":
-        raise NotImplementedError("the static engine runs policy = \"priority\" only")
     gpu_model = scenario.gpu
     sched = scenario.scheduler
     kv_capacity = gpu_model.kv_capacity_tokens
-    index_of = {t.id: i for i, t in enumerate(scenario.tenants)}
-    to_scenario = np.array([index_of.get(name, -1) for name in trace.tenant_names] or [-1],
-                           dtype=np.int32)
-    tenant_index = to_scenario[trace.tenant_codes]
-    kv_tokens = trace.kv_tokens
-    burst_caps = np.array([t.burst_cap for t in scenario.tenants], dtype=np.float64)
-    reason = static_rejections(tenant_index, kv_tokens, burst_caps, kv_capacity)
-
-    # Candidates for the buckets, in (arrival_s, row) order.
-    order = np.argsort(trace.arrival_s, kind="stable")
-    order = order[reason[order] == ADMITTED]
-    buckets = [TokenBucket(t.rate_limit, t.burst_cap) for t in scenario.tenants]
-    if sched.max_queue_length is None:
-        # Admission does not depend on the queue: ask each tenant's bucket for its whole column.
-        admitted = consume_columns(buckets, tenant_index[order], kv_tokens[order],
-                                   trace.arrival_s[order], use_compiled=engine != "python")
-        reason[order[~admitted]] = RATE_LIMITED
-        order = order[admitted]
-        del admitted
-        bucket_of = None
-    else:
-        bucket_of = tenant_index[order]
-
-    del kv_tokens
+    admission = admit_by_column(scenario, trace, trace.kv_tokens > kv_capacity,
+                                use_compiled=engine != "python")
+    reason, tenant_index, order = admission.reason, admission.tenant_index, admission.order
+    policy = sched.policy
     roofline = isinstance(gpu_model, RooflineGPU)
     compiled = _compiled_event_loop() if engine != "python" else None
-    if engine == "compiled" and (compiled is None or bucket_of is not None or roofline):
+    vtc = policy == "vtc"
+    if engine == "compiled" and (compiled is None or admission.in_loop or roofline or vtc):
         raise RuntimeError("the compiled event loop is " + (
             "not built (reinstall apslab with a C compiler)" if compiled is None
             else "not used with the roofline GPU model" if roofline
+            else "not used with policy = \"vtc\"" if vtc
             else "not used with max_queue_length (admission depends on the queue)"))
-    if compiled is not None and bucket_of is None and not roofline:
+    if compiled is not None and not admission.in_loop and not roofline and not vtc:
         return _assemble(scenario, trace, reason, tenant_index,
                          *_run_compiled(compiled, trace, order, scenario))
 
     loop = _EventLoop(
-        chunks=_arrival_chunks(trace, order, sched.aging_per_s, buckets, bucket_of, chunk_size),
-        queue=LazyAgingQueue(sched.aging_per_s),
+        chunks=_arrival_chunks(trace, order, sched.aging_per_s, policy, tenant_index,
+                               admission.limiters, admission.limiter_of, chunk_size),
+        queue=PolicyQueue(make_policy("vtc", [t.share for t in scenario.tenants],
+                                      sched.vtc_input_weight, sched.vtc_output_weight))
+        if vtc else LazyAgingQueue(sched.aging_per_s),
         batcher=MicroBatcher(sched.batch_window_s, sched.max_batch_size, kv_capacity),
         service_time_s=_batch_timer(gpu_model, sched.max_batch_size),
         gpus=scenario.cluster.gpus,
@@ -121,7 +101,8 @@ def simulate_static(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
     # garbage collector would only rescan them (a third of the run time), so pause it.
     with paused_gc():
         loop.run()
-    reason[np.frombuffer(loop.rate_limited, dtype=np.int64)] = RATE_LIMITED
+    rejected = np.frombuffer(loop.rejected, dtype=np.int64).reshape(-1, 2)
+    reason[rejected[:, 0]] = rejected[:, 1]
     reason[np.frombuffer(loop.queue_full, dtype=np.int64)] = QUEUE_FULL
 
     columns = list(zip(*loop.batches, strict=True)) or [()] * 6
@@ -206,8 +187,11 @@ def _run_compiled(function, trace: Trace, order: np.ndarray, scenario: Scenario)
     count = len(order)
     decode_rate = np.array(gpu.decode_rate_table(sched.max_batch_size))
     arrival = trace.arrival_s[order]
-    neg_key = static_priority_key(trace.priority_bid[order], arrival, sched.aging_per_s)
-    np.negative(neg_key, out=neg_key)
+    if sched.policy == "priority":
+        neg_key = static_priority_key(trace.priority_bid[order], arrival, sched.aging_per_s)
+        np.negative(neg_key, out=neg_key)
+    else:  # fcfs: one key for all, so the heap orders by arrival, then request id
+        neg_key = np.zeros(count)
     inputs = [np.ascontiguousarray(column, dtype=dtype) for column, dtype in (
         (arrival, np.float64), (order, np.int64), (neg_key, np.float64),
         (trace.prompt_tokens[order], np.int64), (trace.output_tokens[order], np.int64))]
@@ -229,21 +213,29 @@ def _run_compiled(function, trace: Trace, order: np.ndarray, scenario: Scenario)
             gpus[:batches])
 
 
-def _arrival_chunks(trace: Trace, order: np.ndarray, aging_per_s: float,
-                    buckets: list[TokenBucket], bucket_of: np.ndarray | None, chunk_size: int):
+def _arrival_chunks(trace: Trace, order: np.ndarray, aging_per_s: float, policy: str,
+                    tenant_index: np.ndarray, limiters: list, limiter_of: np.ndarray | None,
+                    chunk_size: int):
     """Candidate arrivals as plain lists, ``chunk_size`` at a time, in processing order.
 
-    Yields (arrival_s, request_id, -static key, (prompt, output) items, consume or None).
+    Yields (arrival_s, request_id, -static key, (prompt, output, tenant) items, admit or None):
+    under fcfs every key is 0, so the queue orders by arrival, then request id; ``admit`` are
+    the limiters' decisions (prompt, output, now) -> code, asked in the loop when the queue
+    decides admission too.
     """
     for lo in range(0, len(order), chunk_size):
         rows = order[lo:lo + chunk_size]
         arrival = trace.arrival_s[rows]
-        neg_key = -static_priority_key(trace.priority_bid[rows], arrival, aging_per_s)
+        if policy == "priority":
+            neg_key = (-static_priority_key(trace.priority_bid[rows], arrival,
+                                            aging_per_s)).tolist()
+        else:
+            neg_key = [0.0] * len(rows)
         items = list(zip(trace.prompt_tokens[rows].tolist(), trace.output_tokens[rows].tolist(),
-                         strict=True))
-        consume = None if bucket_of is None else [
-            buckets[i].consume for i in bucket_of[lo:lo + chunk_size].tolist()]
-        yield arrival.tolist(), rows.tolist(), neg_key.tolist(), items, consume
+                         tenant_index[rows].tolist(), strict=True))
+        admit = None if limiter_of is None else [
+            limiters[i].admit for i in limiter_of[lo:lo + chunk_size].tolist()]
+        yield arrival.tolist(), rows.tolist(), neg_key, items, admit
 
 
 class _EventLoop:
@@ -257,7 +249,7 @@ class _EventLoop:
         self.gpus = gpus
         self.max_queue_length = max_queue_length
         # Compact typed arrays: a million requests cost 8 bytes each here, not a Python object.
-        self.rate_limited = array("q")
+        self.rejected = array("q")  # (request id, reason code) pairs, flattened
         self.queue_full = array("q")
         self.members = array("q")  # request ids, batch after batch
         # (size, start_s, finish_s, service_s, kv_tokens, gpu) per batch
@@ -269,11 +261,12 @@ class _EventLoop:
         queue = self.queue
         push_entry = queue.push_entry  # = pending.append: no Python call per request
         heap, pending = queue.heap, queue.pending  # waiting requests, for cheap emptiness tests
-        form_batch = self.batcher.form_batch
+        form_batch = self.batcher.form_batch if isinstance(queue, LazyAgingQueue) \
+            else self.batcher.form_policy_batch
         window = self.batcher.batch_window_s
         service_time_s = self.service_time_s
         max_queue = self.max_queue_length if self.max_queue_length is not None else inf
-        rate_limited, queue_full = self.rate_limited.append, self.queue_full.append
+        rejected, queue_full = self.rejected.extend, self.queue_full.append
         members_all = self.members
         add_batch = self.batches.append
         heappush, heappop = heapq.heappush, heapq.heappop
@@ -281,7 +274,7 @@ class _EventLoop:
         idle = list(range(self.gpus))  # a heap: the lowest idle index takes the next batch
         busy: list[tuple[float, int]] = []  # (finish_s, gpu)
         timer = inf
-        arrival = request_id = neg_key = items = consume = ()
+        arrival = request_id = neg_key = items = admit = ()
         count = k = 0
         while True:
             t = busy[0][0] if busy and busy[0][0] < timer else timer
@@ -291,20 +284,21 @@ class _EventLoop:
                     chunk = next(chunks, None)
                     if chunk is None:
                         break
-                    arrival, request_id, neg_key, items, consume = chunk
+                    arrival, request_id, neg_key, items, admit = chunk
                     count, k = len(arrival), 0
                     continue
                 a = arrival[k]
                 if a > t:
                     break
                 item = items[k]
-                if consume is not None:
+                if admit is not None:
                     if len(heap) + len(pending) >= max_queue:
                         queue_full(request_id[k])
                         k += 1
                         continue
-                    if not consume[k](item[0] + item[1], a):
-                        rate_limited(request_id[k])
+                    code = admit[k](item[0], item[1], a)
+                    if code:
+                        rejected((request_id[k], code))
                         k += 1
                         continue
                 push_entry((neg_key[k], a, request_id[k], item))

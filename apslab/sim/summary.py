@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.limiter import REASON_NAMES
 from ..core.metrics import (
     cost_per_million_tokens,
@@ -26,6 +27,17 @@ if TYPE_CHECKING:  # the result type calls summarize(); only its annotation is n
     from .result import RunResult
 
 CONTRACT_REASONS = ("rate_limited", "exceeds_burst", "exceeds_kv_capacity", "unknown_tenant")
+
+
+def limit_reasons(scenario) -> list[str]:
+    """The rejection reasons only some limiters give, for the scenario's tenants: a requests
+    limit, split input and output buckets (SUMMARY.json lists them only when they can occur)."""
+    names = []
+    if any(t.requests_per_minute is not None for t in scenario.tenants):
+        names.append("rate_limited_requests")
+    if any(t.limiter == "split_buckets" for t in scenario.tenants):
+        names += ["rate_limited_input", "rate_limited_output"]
+    return names
 
 
 def summarize(result: RunResult) -> dict:
@@ -44,6 +56,8 @@ def summarize(result: RunResult) -> dict:
     by_reason = {name: int(reason_counts[REASON_NAMES.index(name)]) for name in CONTRACT_REASONS}
     if scenario.scheduler.max_queue_length is not None:
         by_reason["queue_full"] = int(reason_counts[REASON_NAMES.index("queue_full")])
+    for name in limit_reasons(scenario):
+        by_reason[name] = int(reason_counts[REASON_NAMES.index(name)])
 
     first_arrival = float(trace.arrival_s.min()) if n else 0.0
     continuous = hasattr(result, "iterations")
@@ -99,8 +113,79 @@ def summarize(result: RunResult) -> dict:
         "count": gpus,
         "utilization_per_gpu": [gpu_utilization(float(b), elapsed) for b in busy_per_gpu],
     }
+    summary["service_difference"] = (result.iterations.service_difference if continuous
+                                     else static_service_difference(result))
+    for tenant_id, service in zip(tenant_ids, weighted_service(result), strict=True):
+        per_tenant[tenant_id]["weighted_service"] = service
     summary["tenants"] = per_tenant
     return summary
+
+
+def weighted_service(result: RunResult) -> list[float]:
+    """Per scenario tenant: (input_weight x prompt + output_weight x output) / share of its
+    completed requests (the VTC paper's service, with the scheduler's VTC weights)."""
+    scenario, trace = result.scenario, result.trace
+    sched = scenario.scheduler
+    done = result.completed
+    count = len(scenario.tenants)
+    prompt = np.bincount(result.tenant_index[done], weights=trace.prompt_tokens[done],
+                         minlength=count)
+    output = np.bincount(result.tenant_index[done], weights=trace.output_tokens[done],
+                         minlength=count)
+    shares = np.array([t.share for t in scenario.tenants], dtype=np.float64)
+    service = (sched.vtc_input_weight * prompt + sched.vtc_output_weight * output) / shares
+    return [float(x) for x in service]
+
+
+def static_service_difference(result: RunResult) -> float | None:
+    """The service difference between backlogged tenants in a static run, replayed from its
+    columns: a request waits from its arrival to its batch's formation, and its whole service
+    (prompt and output) comes at formation. Events at one instant in the engine's order:
+    arrivals, then batches in formation order, each member in pop order. None with more than
+    :data:`apslab.core.fairness.MAX_TRACKED_TENANTS` tenants."""
+    scenario, trace = result.scenario, result.trace
+    if len(scenario.tenants) > MAX_TRACKED_TENANTS:
+        return None
+    sched = scenario.scheduler
+    tracker = ServiceDifference([t.share for t in scenario.tenants], sched.vtc_input_weight,
+                                sched.vtc_output_weight)
+    done = np.flatnonzero(result.completed)
+    if not len(done):
+        return 0.0
+    tenant = result.tenant_index
+    # Arrivals (kind 0) in (arrival, row) order; formations (kind 1) in (start, batch, member).
+    batch = result.batch_id[done]
+    member = np.empty(len(done), dtype=np.int64)
+    by_batch = np.lexsort((done, batch))
+    member[by_batch] = np.arange(len(done))
+    times = np.concatenate((trace.arrival_s[done], result.start_s[done]))
+    kinds = np.concatenate((np.zeros(len(done)), np.ones(len(done))))
+    second = np.concatenate((done, member))
+    order = np.lexsort((second, kinds, times))
+    waiting = [0] * len(scenario.tenants)
+    rows = np.concatenate((done, done))
+    prompt, output = trace.prompt_tokens, trace.output_tokens
+    time_list, kind_list, row_list = times[order].tolist(), kinds[order].tolist(), \
+        rows[order].tolist()
+    previous = None
+    for now, kind, row in zip(time_list, kind_list, row_list, strict=True):
+        if previous is not None and now != previous:
+            tracker.settle(previous)
+        previous = now
+        u = int(tenant[row])
+        if kind == 0:
+            waiting[u] += 1
+            if waiting[u] == 1:
+                tracker.backlog(u, True)
+        else:
+            waiting[u] -= 1
+            if not waiting[u]:
+                tracker.backlog(u, False)
+            tracker.service[u] += (tracker.input_weight * int(prompt[row])
+                                   + tracker.output_weight * int(output[row])) / tracker.shares[u]
+            tracker.changed.add(u)
+    tracker.settle(previous)
+    return tracker.max_difference
 
 
 def _continuous_keys(result, elapsed: float, per_tenant: dict, tenant_ids: list[str]) -> dict:
