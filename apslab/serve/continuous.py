@@ -528,11 +528,15 @@ class ContinuousLiveScheduler:
                                       iteration.attention_pairs)
         duration = self.cost.seconds(moved, flops)
         by_handle = self._by_handle
+        # A request ended at shutdown (None here) still runs in the model; nobody listens.
         for handle in iteration.newly_started:
-            by_handle[handle].start_s = t
+            if by_handle[handle] is not None:
+                by_handle[handle].start_s = t
         prom = self.prometheus
         for handle in iteration.preempted:
             request = by_handle[handle]
+            if request is None:
+                continue
             request.preemptions += 1
             prom.preemptions.labels(request.tenant_id).inc()
         self._count += 1
@@ -551,6 +555,8 @@ class ContinuousLiveScheduler:
         by_handle = self._by_handle
         for handle in done.emitted:
             request = by_handle[handle]
+            if request is None:
+                continue
             previous = request.last_token_s
             if previous != previous:  # NaN: the first token
                 request.first_token_s = t
@@ -563,6 +569,8 @@ class ContinuousLiveScheduler:
             request._notify()
         for handle in done.finished:
             request = by_handle[handle]
+            if request is None:
+                continue
             by_handle[handle] = None
             request.finish_s = t
             request.gpu = gpu
