@@ -4,6 +4,7 @@ bids, and small helpers. Imports no web framework, so the engines can be driven 
 
 from __future__ import annotations
 
+import difflib
 import math
 from array import array
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from ..core.limiter import (
     FixedWindowLimiter,
     TokenBucket,
 )
+from ..core.metrics import latency_stats
 from ..io.errors import InputError
 from ..io.scenario import Scenario
+from ..sim.summary import summarize
 
 SHUTTING_DOWN = "shutting_down"
 INTERNAL_ERROR = "internal_error"
@@ -184,3 +187,24 @@ def check_time_scale(time_scale: float, history: int) -> float:
     if history < 1:
         raise InputError(f"history must be >= 1, got {history!r}")
     return float(time_scale)
+
+
+def unknown_tenant_text(tenant_id: str, known: list[str], source: str) -> str:
+    """The detail of an ``unknown_tenant`` rejection, with a "did you mean"."""
+    close = difflib.get_close_matches(tenant_id, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    shown = ", ".join(map(repr, known[:10])) + (" ..." if len(known) > 10 else "")
+    return f"unknown tenant {short(tenant_id)}: not in {source} (tenants: {shown}){hint}"
+
+
+def summary_with_tenant_latency(result, scenario: Scenario) -> dict:
+    """SUMMARY.json's keys over a live run's settled requests, plus each tenant's latency
+    percentiles (``GET /metrics``)."""
+    summary = summarize(result)
+    done = result.completed
+    latency = result.finish_s - result.trace.arrival_s
+    summary["tenant_latency_s"] = {
+        tenant.id: latency_stats(latency[done & (result.tenant_index == i)])
+        for i, tenant in enumerate(scenario.tenants)
+    }
+    return summary

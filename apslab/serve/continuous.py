@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import logging
 import math
 from array import array
@@ -93,7 +92,8 @@ from .common import (
     np_column,
     over_limit_text,
     rate_limit_state,
-    short,
+    summary_with_tenant_latency,
+    unknown_tenant_text,
 )
 
 logger = logging.getLogger("apslab.serve.continuous")
@@ -475,12 +475,7 @@ class ContinuousLiveScheduler:
 
     def _explain(self, code: int, tenant_id: str, cost: int, retry_wall_s: float | None) -> str:
         if code == UNKNOWN_TENANT:
-            known = list(self.tenant_index)
-            close = difflib.get_close_matches(tenant_id, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            shown = ", ".join(map(repr, known[:10])) + (" ..." if len(known) > 10 else "")
-            return (f"unknown tenant {short(tenant_id)}: not in {self.scenario.source} "
-                    f"(tenants: {shown}){hint}")
+            return unknown_tenant_text(tenant_id, list(self.tenant_index), self.scenario.source)
         if code == EXCEEDS_KV_CAPACITY:
             return (f"prompt_tokens + output_tokens = {cost} needs "
                     f"{-(-cost // self.block_size)} KV blocks of {self.block_size} tokens, more "
@@ -694,14 +689,7 @@ class ContinuousLiveScheduler:
     def metrics(self) -> dict[str, Any]:
         """``GET /metrics``: SUMMARY.json's keys over the settled requests (those of
         ``apslab simulate`` on a continuous scenario), plus the live state."""
-        result = self.settled_result()
-        summary = summarize(result)
-        done = result.completed
-        latency = result.finish_s - result.trace.arrival_s
-        summary["tenant_latency_s"] = {
-            tenant.id: latency_stats(latency[done & (result.tenant_index == i)])
-            for i, tenant in enumerate(self.scenario.tenants)
-        }
+        summary = summary_with_tenant_latency(self.settled_result(), self.scenario)
         batcher = self.batcher
         summary["service"] = {
             "engine": self.engine,

@@ -91,7 +91,6 @@ from ..io.errors import InputError
 from ..io.scenario import Scenario
 from ..io.trace import MAX_TOKENS, Trace
 from ..sim.result import SimulationResult
-from ..sim.summary import summarize
 from .common import (
     DEFAULT_DRAIN_S,
     DEFAULT_HISTORY,
@@ -108,6 +107,8 @@ from .common import (
     effective_bid,
     over_limit_text,
     rate_limit_state,
+    summary_with_tenant_latency,
+    unknown_tenant_text,
 )
 from .common import np_column as _np
 from .common import short as _short
@@ -514,12 +515,7 @@ class LiveScheduler:
 
     def _explain(self, code: int, tenant_id: str, cost: int, retry_wall_s: float | None) -> str:
         if code == UNKNOWN_TENANT:
-            known = list(self.tenant_index)
-            close = difflib.get_close_matches(tenant_id, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            shown = ", ".join(map(repr, known[:10])) + (" ..." if len(known) > 10 else "")
-            return (f"unknown tenant {_short(tenant_id)}: not in {self.scenario.source} "
-                    f"(tenants: {shown}){hint}")
+            return unknown_tenant_text(tenant_id, list(self.tenant_index), self.scenario.source)
         if code == EXCEEDS_KV_CAPACITY:
             return (f"prompt_tokens + output_tokens = {cost} exceeds the KV-cache capacity of "
                     f"{self.kv_capacity} tokens: this request can never run")
@@ -653,14 +649,7 @@ class LiveScheduler:
 
     def metrics(self) -> dict[str, Any]:
         """``GET /metrics``: SUMMARY.json's keys over the settled requests, plus the live state."""
-        result = self.settled_result()
-        summary = summarize(result)
-        done = result.completed
-        latency = result.finish_s - result.trace.arrival_s
-        summary["tenant_latency_s"] = {
-            tenant.id: latency_stats(latency[done & (result.tenant_index == i)])
-            for i, tenant in enumerate(self.scenario.tenants)
-        }
+        summary = summary_with_tenant_latency(self.settled_result(), self.scenario)
         summary["service"] = {
             "engine": self.engine,
             "time_scale": self.time_scale,
