@@ -33,10 +33,33 @@ def add_trace_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: every scenario tenant, weight 1)")
     parser.add_argument("--tenant-seed", type=int, default=0, metavar="N",
                         help="azure traces: seed of the row-to-tenant hash (default 0)")
+    parser.add_argument("--trace-span", type=float, metavar="S",
+                        help="replay only the requests that arrive within S seconds of the "
+                             "trace's first (default: the whole trace)")
 
 
 def load_trace_for(scenario: Scenario, args: argparse.Namespace) -> Trace:
-    """The trace named by --trace, or the scenario's generated workload."""
+    """The trace named by --trace (its first --trace-span seconds), or the scenario's generated
+    workload."""
+    span = getattr(args, "trace_span", None)
+    if span is not None and not getattr(args, "trace", None):
+        raise InputError("--trace-span needs a --trace to cut")
+    return trace_head(_load_trace(scenario, args), span)
+
+
+def trace_head(trace: Trace, span: float | None) -> Trace:
+    """The requests that arrive less than ``span`` seconds after the trace's first (all of them
+    for None), in their original order."""
+    if span is None:
+        return trace
+    if not (math.isfinite(span) and span > 0):
+        raise InputError(f"--trace-span must be a number of seconds > 0, got {span!r}")
+    if not len(trace):
+        return trace
+    return trace.subset(trace.arrival_s - trace.arrival_s.min() < span)
+
+
+def _load_trace(scenario: Scenario, args: argparse.Namespace) -> Trace:
     if getattr(args, "trace", None):
         if getattr(args, "trace_format", "apslab") != "apslab":
             from .trace_formats import read_trace_file

@@ -413,7 +413,8 @@ def run_report(args: argparse.Namespace) -> int:
     parameters = report_parameters(
         args.scenario, trace=args.trace, trace_format=args.trace_format,
         tenant_weights=args.tenant_weights, tenant_seed=args.tenant_seed, slos=args.slo,
-        gpus=args.gpus, target_rps=args.target_rps)
+        gpus=args.gpus, target_rps=args.target_rps, trace_span=args.trace_span,
+        gpu_types=args.gpu_types, goodput=args.goodput, min_attainment=args.min_attainment)
     try:
         out = render_report(parameters, args.out, notebook=args.notebook,
                             keep_notebook=args.keep_notebook, timeout_s=args.timeout)

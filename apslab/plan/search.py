@@ -431,6 +431,7 @@ class FleetPlan:
 
     plans: dict[str, Plan]
     recommendation: Recommendation | None = None
+    scenarios: dict[str, Scenario] = field(default_factory=dict)  # each type's scenario
 
     @property
     def first(self) -> Plan:
@@ -608,7 +609,7 @@ def plan_fleet(scenarios: Mapping[str, Scenario], trace: Trace | None, slos: Seq
                          [s for (key, _g), s in zip(keys, searches, strict=True) if key == label],
                          gpu_type=label)
              for label, scenario in scenarios.items()}
-    fleet = FleetPlan(plans)
+    fleet = FleetPlan(plans, scenarios=dict(scenarios))
     if target_rps is not None:
         fleet.recommendation = recommend_fleet(fleet, scenarios, trace, target_rps)
     return fleet
