@@ -327,6 +327,7 @@ class Plan:
             "rps_at_load_1": self.rps_at_load_1,
             "price_per_hour": self.price_per_hour,
             "rows": self.rows(),
+            "searches": self.search_runs(),
             "recommendation": None if rec is None else rec.to_dict(),
         }
         if self.gpu_type:
@@ -334,6 +335,12 @@ class Plan:
         if self.goodput:
             out["goodput_targets"] = self.goodput.to_dict()
         return out
+
+    def search_runs(self) -> list[dict[str, Any]]:
+        """Every load each search ran, in order, and whether it met every SLO."""
+        return [{"gpus": s.gpus, "status": s.status,
+                 "runs": [{"load": p.load, "passed": p.passed, "missed": list(p.missed)}
+                          for p in s.points]} for s in self.searches]
 
     def heading(self) -> list[str]:
         """The plan's first two lines: what was planned, and how."""
@@ -446,7 +453,7 @@ class FleetPlan:
         keep = ("scenario", "trace", "slos", "goodput_targets", "search", "rps_at_load_1")
         return {**{k: first[k] for k in keep if k in first},
                 "gpu_types": {name: {"price_per_hour": plan.price_per_hour,
-                                     "rows": plan.rows()}
+                                     "rows": plan.rows(), "searches": plan.search_runs()}
                               for name, plan in self.plans.items()},
                 "recommendation": None if self.recommendation is None
                 else self.recommendation.to_dict()}

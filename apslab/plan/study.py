@@ -413,17 +413,17 @@ def fleet_figure(fleet, prices: dict[str, float] | None = None, fig=None):
     return fig
 
 
-def attainment_points(fleet) -> list[dict[str, Any]]:
-    """Every run the searches made: GPU type, GPUs, load, offered req/s, slo_attainment, goodput
-    req/s and whether it met every SLO (sorted by type, count, load)."""
+def attainment_points(fleet, metric: str = "slo_attainment") -> list[dict[str, Any]]:
+    """Every run the searches made: GPU type, GPUs, load, offered req/s, ``metric`` (SLO
+    attainment by default), goodput req/s and whether it met every SLO (sorted by type, count,
+    load)."""
     out = []
     for label, plan in fleet.plans.items():
         for search in plan.searches:
             for point in sorted(search.points, key=lambda p: p.load):
                 m = point.metrics
                 out.append({"gpu_type": label, "gpus": search.gpus, "load": point.load,
-                            "offered_rps": m.get("offered_rps"),
-                            "slo_attainment": m.get("slo_attainment"),
+                            "offered_rps": m.get("offered_rps"), metric: m.get(metric),
                             "goodput_rps": m.get("goodput_rps"), "passed": point.passed})
     return out
 
@@ -431,35 +431,47 @@ def attainment_points(fleet) -> list[dict[str, Any]]:
 def attainment_figure(fleet, min_attainment: float | None = None):
     """SLO attainment against offered req/s for each (GPU type, count), from the runs the search
     made (no extra runs): each curve falls through the attainment bound at that count's highest
-    load. Curves whose every point is below 1% are left out (a type that never meets them)."""
+    load. Curves whose every point is below 1% are left out (a type that never meets them).
+    Without goodput targets the plan's first SLO metric is drawn instead, with its bound."""
     fig = _figure(1, 1, width=7.5, height=4.0)
     ax = fig.axes[0]
-    points = attainment_points(fleet)
+    goodput = bool(fleet.first.goodput)
+    slo = fleet.first.slos[0]
+    metric = "slo_attainment" if goodput else slo.path
+    points = attainment_points(fleet, metric)
     colours = dict(zip(fleet.plans, _COLOURS * 4, strict=False))
     styles = ("-", "--", ":", "-.")
     absent = []
     for label in fleet.plans:
         for search in fleet.plans[label].searches:
             mine = [p for p in points if p["gpu_type"] == label and p["gpus"] == search.gpus
-                    and p["slo_attainment"] is not None]
-            if not mine or max(p["slo_attainment"] for p in mine) < 0.01:
+                    and p[metric] is not None and p["offered_rps"] is not None]
+            if not mine or (goodput and max(p[metric] for p in mine) < 0.01):
                 absent.append(f"{search.gpus} x {label}")
                 continue
-            ax.plot([p["offered_rps"] for p in mine], [p["slo_attainment"] for p in mine],
+            ax.plot([p["offered_rps"] for p in mine], [p[metric] for p in mine],
                     "o" + styles[(search.gpus - 1) % len(styles)], ms=3,
                     color=colours[label], label=f"{search.gpus} x {label}")
-    if min_attainment is not None:
+    if goodput and min_attainment is not None:
         ax.axhline(min_attainment, color="grey", ls="--", lw=1,
                    label=f"min attainment {min_attainment:g}")
-    ax.set_xscale("log")
+    elif not goodput:
+        ax.axhline(slo.bound, color="grey", ls="--", lw=1, label=f"SLO {slo}")
+    if any(p["offered_rps"] for p in points):
+        ax.set_xscale("log")
     ax.set_xlabel("offered load (requests/s, log scale)")
-    ax.set_ylabel("SLO attainment (share of requests good)")
-    ax.set_ylim(-0.02, 1.02)
+    if goodput:
+        ax.set_ylabel("SLO attainment (share of requests good)")
+        ax.set_ylim(-0.02, 1.02)
+        title = "Attainment falls off a cliff past each fleet's capacity"
+    else:
+        ax.set_ylabel(metric)
+        title = f"{metric} around each fleet's highest load, from the search's runs"
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    title = "Attainment falls off a cliff past each fleet's capacity"
     if absent:
-        title += f" (never above 1%: {', '.join(absent)})"
+        title += f" (no point: {', '.join(absent)})" if not goodput else \
+            f" (never above 1%: {', '.join(absent)})"
     ax.set_title(title, fontsize=9)
     return fig
 
