@@ -185,3 +185,14 @@ def test_the_docs_show_the_catalogue_table():
     command, _, expected = block.partition("\n")
     assert command == "$ apslab gpus"
     assert run_cli("gpus").stdout == expected
+
+
+def test_a_preset_override_replaces_the_whole_gpu_table():
+    """`--set gpu.preset=L4` / `--grid gpu.preset=...`: the old GPU's written-out keys must not
+    override the new preset's."""
+    scenario = load_scenario(DATA / "scenarios" / "conversation.toml")
+    l4 = scenario.with_overrides({"gpu.price_per_hour": 0.5, "gpu.preset": "L4"})
+    assert l4.gpu == scenario.with_gpu({"gpu": {"preset": "L4", "price_per_hour": 0.5}}).gpu
+    assert l4.gpu.hbm_bytes_per_s == 300e9 and l4.gpu.price_per_hour == 0.5
+    assert l4.gpu.kv_cache_gib == kv_cache_gib(24.0, LLAMA2_7B.weight_bytes)
+    assert l4.scheduler == scenario.scheduler and l4.tenants == scenario.tenants

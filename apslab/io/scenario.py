@@ -203,9 +203,13 @@ class Scenario:
         """A copy with dotted keys replaced, e.g. ``{"scheduler.max_batch_size": 32}``.
 
         ``tenants.rate_limit`` (or ``tenants.<id>.rate_limit``) sets it for every (that) tenant;
-        ``workload.tenants.arrival_rate_per_s`` likewise. The result is validated like a file.
+        ``workload.tenants.arrival_rate_per_s`` likewise. ``gpu.preset`` replaces the whole
+        ``[gpu]`` table with that catalogue GPU's (other ``gpu.*`` overrides apply on top). The
+        result is validated like a file.
         """
         data = self.to_dict()
+        if "gpu.preset" in overrides:
+            data["gpu"] = {}  # the written-out keys of the old GPU would override the preset
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, self.source)
         if any(key in overrides for key in ("scheduler.batching", "scheduler.policy",

@@ -99,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a parameter and its values (repeatable), e.g. "
                             "scheduler.max_batch_size=8,16,32 cluster.gpus=1,2,4 "
                             "tenants.rate_limit=200,400 load=0.5,1,2")
+    add_goodput_argument(sweep)
     sweep.add_argument("--out", metavar="SWEEP.csv", help="write the rows as CSV")
     sweep.add_argument("--json", metavar="SWEEP.json", help="write the rows as JSON")
     _add_run_arguments(sweep)
@@ -363,21 +364,22 @@ SWEEP_TABLE_COLUMNS = ("offered_rps", "queue_wait_s.p99", "latency_s.p99",
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from ..io.arguments import check_distinct_paths
+    from ..io.arguments import check_distinct_paths, parse_goodput
     from .sweep import parse_grid, run_sweep, write_rows_csv, write_rows_json
 
     check_distinct_paths({"scenario": args.scenario, "--trace": args.trace},
                          {"--out": args.out, "--json": args.json})
     grid = parse_grid(args.grid)
+    goodput = parse_goodput(args.goodput)
     scenario, trace = _scenario_and_trace(args)
     with executor_for(args) as (executor, scatter):
         rows = run_sweep(scenario, grid, trace, seed=args.seed, executor=executor,
-                         progress=not args.no_progress, scatter=scatter)
+                         progress=not args.no_progress, scatter=scatter, goodput=goodput)
     if args.out:
         write_rows_csv(args.out, rows)
     if args.json:
         write_rows_json(args.json, rows)
-    print(format_rows(rows, list(grid)))
+    print(format_rows(rows, list(grid) + (["goodput_rps", "slo_attainment"] if goodput else [])))
     return 0
 
 
