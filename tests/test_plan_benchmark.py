@@ -18,7 +18,8 @@ def test_plan_benchmark_smoke_run(tmp_path):
     assert result["engine"].startswith(("compiled", "Python"))
     text = (tmp_path / "PLAN_GPU_TYPES.md").read_text()
     assert "--gpu-types A100-80GB,H100-SXM-80GB,L4 --gpus 1..2" in text
-    assert "| engine | wall time | search runs | target |" in text
+    assert "| engine | wall time | CPU time | search runs | target |" in text
+    assert result["cpu_s"] > 0
     assert "target 10 req/s: " in text
 
 

@@ -24,9 +24,15 @@ hidden: ``fails_at_min_load`` (even ``min_load`` misses an SLO: no load is repor
 ``holds_at_max_load`` (the SLOs still hold at ``max_load``, typically because rate limits reject
 the excess: the reported maximum is a lower bound).
 
+**Goodput.** With per-request targets (``SearchSettings.goodput``, :class:`GoodputTargets`)
+every run also reports ``goodput_rps`` and ``slo_attainment``; :func:`slos_with_attainment`
+turns ``--min-attainment F`` into the SLO ``slo_attainment >= F`` (DistServe's convention).
+
 **The recommendation** for ``target_rps`` is the fewest GPUs (GPUs are identical, so the
 cheapest) whose maximum reaches the target, confirmed by one more run at exactly the target load;
-if that run misses an SLO (a non-monotone criterion) the next GPU count is tried.
+if that run misses an SLO (a non-monotone criterion) the next GPU count is tried. Across GPU
+types (:func:`plan_fleet`, one scenario per type) it is the cheapest (type, count) by $/hour,
+confirmed the same way (:func:`recommend_fleet`).
 """
 
 from __future__ import annotations
