@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = json.loads(plan_json.read_text())
     runs = sum(row["runs"] for t in plan["gpu_types"].values() for row in t["rows"])
     shown = " ".join(c if not re.search(r"\s|[<>]", c) else repr(c)
-                     for c in ["apslab", *command[3:]])
+                     for c in ["apslab", *command[3:]]).replace(f"{ROOT}/", "")
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
