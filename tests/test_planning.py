@@ -339,21 +339,6 @@ def test_planning_doc_plan_is_what_the_command_prints():
     assert proc.stdout == expected
 
 
-def test_readme_plan_is_the_documented_one():
-    """The README's tour runs the command docs/planning.md shows and quotes its last line."""
-    import shlex
-
-    block = marked_block(doc_text("docs/planning.md"), "plan-output", fenced=True)
-    command, _, expected = block.partition("\n")
-    readme = doc_text("README.md")
-    tour = re.search(r"^```\n(\$ apslab plan .*?)```$", readme, re.S | re.M)
-    assert tour, "the README's tour has no apslab plan example"
-    lines = tour.group(1).splitlines()
-    shown = " ".join(line.rstrip("\\").strip() for line in lines if line.startswith(("$", " ")))
-    assert shlex.split(shown) == shlex.split(command)
-    assert lines[-1] == expected.splitlines()[-1]
-
-
 def test_a_tolerance_below_float_resolution_still_ends():
     search = search_max_load(clockwork(2), CLOCKWORK, NO_WAIT, SearchSettings(tolerance=1e-300))
     assert search.best.load <= 4 < search.first_failure.load

@@ -170,7 +170,8 @@ def test_widget_and_progress_cells_are_tagged_and_no_cell_hides_output_with_a_se
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.get("tags", [])
-        shows_widget = "PlanExplorer(" in cell.source or "progress=True" in cell.source
+        shows_widget = any(name in cell.source for name in ("PlanExplorer(", "App(",
+                                                            "progress=True"))
         assert shows_widget == ("nbval-ignore-output" in tags), cell.source
         assert not cell.source.rstrip().endswith(";")
 
@@ -181,7 +182,120 @@ def test_the_stored_notebook_ran_without_errors_and_shows_the_plan():
         for output in cell.get("outputs", []):
             assert output["output_type"] != "error"
     text = "".join(o.get("text", "") for c in cells for o in c.get("outputs", []))
-    assert "capacity plan: ../data/azure_synthetic/planning.toml" in text
-    assert "target 2 req/s: cheapest is" in text
+    assert "capacity plan: ../data/scenarios/conversation.toml, trace " \
+           "../data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv (1445 requests)" in text
+    assert "target 8 req/s: cheapest is 1 x H100-SXM-80GB ($3.95/hour)" in text
     data = json.dumps([o.get("data", {}) for c in cells for o in c.get("outputs", [])])
-    assert data.count("image/png") >= 3
+    assert data.count("image/png") >= 2  # the capacity and cost curves, the attainment curve
+
+
+def test_the_documented_fleet_plan_is_the_notebooks():
+    """docs/planning.md's fleet plan (which the README quotes) is the plan notebook 06 prints,
+    which nbval re-runs: the same command line, apart from the paths on the first line."""
+    from conftest import doc_text, marked_block
+
+    block = marked_block(doc_text("docs/planning.md"), "fleet-output", fenced=True)
+    documented = block.partition("\n")[2].splitlines()
+    cells = notebook().cells
+    printed = next(o["text"] for c in cells if c.cell_type == "code"
+                   and c.source.strip() == "print(fleet.table())" for o in c.outputs)
+    assert printed.splitlines()[1:] == documented[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# GPU types: the fleet study's figures, its price widget and the seed's answer
+
+
+@pytest.fixture(scope="module")
+def conversation():
+    return load_inputs(DATA / "scenarios" / "conversation.toml",
+                       DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv", "azure",
+                       "chat=5,assist=3,batch=2", 0, trace_span=30)
+
+
+@pytest.fixture(scope="module")
+def conversation_fleet(conversation):
+    from apslab.core.metrics import GoodputTargets
+    from apslab.plan.search import plan_fleet, slos_with_attainment
+    from apslab.plan.study import gpu_type_scenarios
+
+    scenario, trace = conversation
+    targets = GoodputTargets(ttft_s=0.5, tpot_s=0.05)
+    return plan_fleet(gpu_type_scenarios(scenario, "A100-80GB,L4"), trace,
+                      slos_with_attainment([], 0.9, targets), [1], target_rps=2.0,
+                      settings=SearchSettings(tolerance=0.1, min_load=0.25, goodput=targets),
+                      executor=SerialExecutor(), progress=False)
+
+
+def test_a_trace_span_keeps_the_first_seconds(conversation):
+    scenario, trace = conversation
+    assert len(trace) == 59 and trace.arrival_s.max() < 30
+    assert describe_inputs(scenario, trace).startswith(
+        "trace AzureLLMInferenceTrace_conv.csv: 59 requests over ")
+    with pytest.raises(InputError, match="a trace span needs a trace path"):
+        load_inputs(DATA / "scenarios" / "example.toml", trace_span=10)
+
+
+def test_gpu_type_scenarios():
+    from apslab.plan.study import gpu_type_scenarios
+
+    scenario = make_scenario()
+    assert gpu_type_scenarios(scenario) == {scenario.gpu.name: scenario}
+    types = gpu_type_scenarios(scenario, "L4")
+    assert types["L4"].gpu.name == "L4" and types["L4"].tenants == scenario.tenants
+
+
+def test_fleet_figures_and_the_tpot_floor(conversation_fleet):
+    from apslab.plan.study import (
+        attainment_figure,
+        attainment_points,
+        fleet_figure,
+        tpot_floor_text,
+    )
+
+    fleet = conversation_fleet
+    fig = fleet_figure(fleet)
+    left, right = fig.axes
+    assert [line.get_label() for line in left.lines][:2] == ["A100-80GB",
+                                                            "L4: none within the SLOs"]
+    points = attainment_points(fleet)
+    assert len(points) == sum(len(s.points) for p in fleet.plans.values() for s in p.searches)
+    assert {p["gpu_type"] for p in points} == {"A100-80GB", "L4"}
+    fig = attainment_figure(fleet, 0.9)
+    assert "never above 1%: 1 x L4" in fig.axes[0].get_title()
+    text = tpot_floor_text(fleet, tpot_target=0.05)
+    assert text.splitlines()[-1].startswith("L4 ") and text.endswith("> 0.05 s target")
+    assert "A100-80GB" in text and "meets" in text
+
+
+def test_gpu_price_app_reprices_without_rerunning(conversation_fleet):
+    from apslab.plan.study import GpuPriceApp
+
+    fleet = conversation_fleet
+    best = fleet.plans["A100-80GB"].searches[0].best.metrics["offered_rps"]
+    app = GpuPriceApp(fleet, target_rps=min(2.0, best))
+    assert app.image.value[:4] == b"\x89PNG"
+    assert "1 x A100-80GB, $2.50/hour" in app.status.value
+    app.controls["A100-80GB"].value = 1.0
+    assert app.cheapest() == ("A100-80GB", 1, 1.0)
+    assert "$1.00/hour" in app.status.value
+    assert "no GPU type and count reaches it" in GpuPriceApp(fleet, 1e6).status.value
+
+
+def test_the_seed_comparison(conversation, conversation_fleet):
+    from apslab.plan.study import seed_comparison, seed_comparison_text, seed_scenario
+
+    scenario, trace = conversation
+    seed = seed_scenario(scenario)
+    assert seed.scheduler.batching == "static" and seed.scheduler.max_batch_size == 16
+    assert seed.gpu.name == "A100 (the seed's static model)" and seed.gpu.price_per_hour == 3.0
+    assert seed.tenants == scenario.tenants
+    comparison = seed_comparison(scenario, trace, conversation_fleet, 2.0, gpu_counts=[1, 2],
+                                 settings=SearchSettings(tolerance=0.1, min_load=0.25))
+    assert comparison["plan"].slos[0] == parse_slo("queue_wait_s.p99<=2")
+    service = comparison["service"]
+    assert service["seed_decode_16"] == pytest.approx(128 * (0.4 + 0.6 * 4))
+    assert service["roofline_decode_64"] > service["roofline_decode_16"] > \
+        service["seed_decode_16"]
+    text = seed_comparison_text(comparison, 2.0)
+    assert text.startswith("capacity plan: ") and "mean request " in text

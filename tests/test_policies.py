@@ -169,6 +169,8 @@ def test_no_gpu_idles_while_a_request_waits(seed, gpus, seqs, budget, blocks, po
         np.sort(rng.uniform(0, 3, 60)), rng.choice(["a", "b"], 60), rng.integers(1, 20, 60),
         rng.integers(1, 20, 60), strict=True)]
     rows = [r for r in rows if r[2] + r[3] <= blocks]
+    if not rows:
+        return
     sc = scenario("continuous", policy, blocks=blocks, seqs=seqs,
                   max_num_batched_tokens=budget)
     sc = sc.with_overrides({"cluster.gpus": gpus})

@@ -32,10 +32,12 @@ def test_report_end_to_end_is_self_contained_html(tmp_path):
     assert html.lstrip().startswith("<!DOCTYPE html>")
     # the plan for this scenario, with the parameters given on the command line
     assert "capacity plan: " + str((SYNTHETIC / "planning.toml").resolve()) in html
-    assert "target 0.5 req/s: cheapest is 4 GPUs ($12.00/hour)" in html
+    assert ("target 0.5 req/s: cheapest is 4 x A100 (seed model, Llama-2-7B fp16) "
+            "($12.00/hour)") in html
+    assert "the scenario already uses static batching: nothing to compare" in html
     assert re.search(r"\n\s+3\s+0\.0\d+\s+0\.\d+\s", html)
     # self-contained: images inline, no scripts or stylesheets fetched from elsewhere
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("data:image/png;base64,") >= 2
     assert not re.search(r"<script[^>]+src=", html)
     assert not re.search(r"<link[^>]+href=[\"']https?:", html)
     assert "application/vnd.jupyter.widget" not in html
@@ -52,7 +54,18 @@ def test_report_parameters_check_everything_before_a_kernel_starts(tmp_path):
     params = report_parameters(DATA / "scenarios" / "example.toml")
     assert params == {"scenario_path": str((DATA / "scenarios" / "example.toml").resolve()),
                       "trace_path": "", "trace_format": "apslab", "tenant_weights": "",
-                      "tenant_seed": 0, "target_rps": None}
+                      "tenant_seed": 0, "trace_span": None, "gpu_types": "", "target_rps": None}
+    # the criteria travel together: one given, the others are emptied
+    params = report_parameters(DATA / "scenarios" / "example_continuous.toml",
+                               trace=DATA / "scenarios" / "example_trace.csv",
+                               goodput="ttft=0.5", min_attainment=0.8, gpu_types="L4,A100-80GB",
+                               trace_span=60)
+    assert (params["slos"], params["goodput"], params["min_attainment"]) == ([], "ttft=0.5", 0.8)
+    assert params["gpu_types"] == "L4,A100-80GB" and params["trace_span"] == 60.0
+    with pytest.raises(InputError, match="--min-attainment needs --goodput"):
+        report_parameters(DATA / "scenarios" / "example.toml", min_attainment=0.9)
+    with pytest.raises(InputError, match="did you mean 'H100-SXM-80GB'"):
+        report_parameters(DATA / "scenarios" / "example.toml", gpu_types="H100")
     with pytest.raises(InputError, match="scenario file not found"):
         report_parameters(tmp_path / "nope.toml")
     with pytest.raises(InputError, match="is not a SUMMARY.json metric"):

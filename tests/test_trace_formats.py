@@ -35,10 +35,8 @@ from apslab.io.trace_formats import (
 from apslab.sim.run import simulate
 
 SYNTHETIC = DATA / "azure_synthetic"
-PUBLISHED = SHARED_DATA / "azure-llm-2023"
-needs_published = pytest.mark.skipif(
-    not (PUBLISHED / published_file_name("conv")).is_file(),
-    reason="the published Azure trace is not next to the repository (../shared/data/)")
+PUBLISHED = DATA / "azure-llm-2023"
+SHARED_PUBLISHED = SHARED_DATA / "azure-llm-2023"
 
 
 def rows_of(text: str) -> list[list[str]]:
@@ -200,10 +198,23 @@ def test_read_trace_file_dispatches_on_the_format(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# The published trace (read from ../shared/data when present; never committed)
+# The published trace (committed, unchanged, in data/azure-llm-2023/)
 
 
-@needs_published
+@pytest.mark.parametrize("name", ["code", "conv"])
+def test_the_committed_files_are_the_published_ones(name):
+    """data/azure-llm-2023/SOURCES.md gives each file's sha256; the copies are unchanged (and,
+    when the project's shared copy is next to the checkout, byte-for-byte equal to it)."""
+    import hashlib
+
+    sources = (PUBLISHED / "SOURCES.md").read_text(encoding="utf-8")
+    data = (PUBLISHED / published_file_name(name)).read_bytes()
+    assert hashlib.sha256(data).hexdigest() in sources
+    assert "CC-BY 4.0" in sources and "Splitwise" in sources
+    if (SHARED_PUBLISHED / published_file_name(name)).is_file():
+        assert data == (SHARED_PUBLISHED / published_file_name(name)).read_bytes()
+
+
 @pytest.mark.parametrize("name, rows", [("code", 8819), ("conv", 19366)])
 def test_the_published_files_read_completely(name, rows):
     columns = read_azure_columns(PUBLISHED / published_file_name(name))
@@ -214,7 +225,6 @@ def test_the_published_files_read_completely(name, rows):
     assert (columns.context_tokens > 0).all() and (columns.generated_tokens > 0).all()
 
 
-@needs_published
 def test_the_stored_profiles_are_what_the_published_files_give():
     stored = load_profiles(SYNTHETIC / PROFILES_FILE)
     for name in ("code", "conv"):
@@ -228,7 +238,6 @@ def test_the_stored_profiles_are_what_the_published_files_give():
         assert mine.generated_quantiles == pytest.approx(fitted.generated_quantiles, rel=1e-12)
 
 
-@needs_published
 def test_the_published_trace_replays_through_the_simulator():
     scenario = load_scenario(SYNTHETIC / "planning.toml").with_overrides({"cluster.gpus": 8})
     trace = read_azure_trace(PUBLISHED / published_file_name("code"),
@@ -362,7 +371,6 @@ def test_azure_format_needs_a_trace():
     assert proc.returncode == 2 and "need a --trace" in proc.stderr
 
 
-@needs_published
 def test_data_doc_shows_published_next_to_synthetic_statistics():
     from apslab.io.trace_formats import statistics_table
 

@@ -112,7 +112,9 @@ class RooflineGPU:
     """A GPU as the roofline costs it; defaults are an A100 80GB SXM serving Llama-2-7B.
 
     ``kv_bytes_per_token`` defaults to the model's own (2 x layers x kv_dim x bytes per
-    parameter: 524,288 for Llama-2-7B at fp16, the seed's value).
+    parameter: 524,288 for Llama-2-7B at fp16, the seed's value). ``memory_gb`` is the GPU's
+    memory when it is known (a catalogue preset, :mod:`apslab.core.catalogue`): scenario files
+    then derive ``kv_cache_gib`` from it; the cost model does not read it.
     """
 
     name: str = "A100"
@@ -125,6 +127,7 @@ class RooflineGPU:
     kv_bytes_per_token: int = 0  # 0: the model's
     price_per_hour: float = 3.0
     model: TransformerModel = LLAMA2_7B
+    memory_gb: float | None = None  # the GPU's memory (datasheet GB), when known: a preset's
 
     def __post_init__(self) -> None:
         if not self.kv_bytes_per_token:

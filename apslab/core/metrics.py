@@ -10,6 +10,10 @@ SUMMARY.json from a run's columns with them. Definitions (the SUMMARY.json contr
 * Jain's fairness = (sum x)^2 / (N * sum x^2) over the scenario's tenants that submitted at least
   one request, x = prompt + output tokens completed
 * percentiles: numpy's default (linear interpolation)
+* goodput (when per-request targets are given, DistServe's definition): a request is *good* when it
+  completed, its TTFT <= the TTFT target, its TPOT <= the TPOT target (a request with one output
+  token has no TPOT and meets it) and its end-to-end latency (finish - arrival) <= the E2E target;
+  goodput_rps = good requests / elapsed_s; slo_attainment = good requests / submitted requests
 
 Quantities with nothing to measure (no completed request, zero elapsed time) are None (JSON
 null) rather than a made-up 0 or a NaN.
@@ -18,6 +22,7 @@ null) rather than a made-up 0 or a NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -134,3 +139,55 @@ def grouped_percentile(values: np.ndarray, groups: np.ndarray, group_count: int,
     for group, number in zip(present.tolist(), value.tolist(), strict=True):
         result[group] = number
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Goodput: requests that met every per-request latency target
+
+
+@dataclass(frozen=True)
+class GoodputTargets:
+    """Per-request latency targets in seconds; None leaves that latency unconstrained."""
+
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.ttft_s, self.tpot_s, self.e2e_s))
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s, "e2e_s": self.e2e_s}
+
+    def __str__(self) -> str:
+        parts = [f"{name}<={value:g}s" for name, value in
+                 (("ttft", self.ttft_s), ("tpot", self.tpot_s), ("e2e", self.e2e_s))
+                 if value is not None]
+        return ", ".join(parts) or "no targets"
+
+
+def meets_targets(completed: np.ndarray, ttft_s: np.ndarray, tpot_s: np.ndarray,
+                  e2e_s: np.ndarray, targets: GoodputTargets) -> np.ndarray:
+    """Per request: True when it completed and met every target in ``targets``.
+
+    ``tpot_s`` is NaN for requests without a time per output token (one output token): they meet
+    the TPOT target. Rejected requests (``completed`` False) never count, whatever their times.
+    """
+    good = np.array(completed, dtype=bool, copy=True)
+    if targets.ttft_s is not None:
+        good &= np.asarray(ttft_s) <= targets.ttft_s
+    if targets.tpot_s is not None:
+        good &= ~(np.asarray(tpot_s) > targets.tpot_s)  # NaN (no TPOT) meets it
+    if targets.e2e_s is not None:
+        good &= np.asarray(e2e_s) <= targets.e2e_s
+    return good
+
+
+def goodput_rps(good_requests: int, elapsed_s: float) -> float | None:
+    """Good requests per second of elapsed time."""
+    return float(good_requests / elapsed_s) if elapsed_s > 0 else None
+
+
+def slo_attainment(good_requests: int, submitted: int) -> float | None:
+    """The share of submitted requests (rejected ones included) that were good."""
+    return float(good_requests / submitted) if submitted else None

@@ -13,7 +13,7 @@ import difflib
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,13 @@ try:  # tomli's compiled wheels parse a ten-thousand-tenant scenario 2.5x faster
 except ImportError:  # pragma: no cover - the same parser, pure Python, in the standard library
     import tomllib as toml_reader
 
+from ..core.catalogue import (
+    ACTIVATION_RESERVE,
+    catalogue_names,
+    kv_cache_gib,
+    lookup,
+    suggestion,
+)
 from ..core.gpu import GPUModel, RooflineGPU
 from ..core.limiter import LIMITERS, TenantLimits
 from ..core.policies import POLICIES
@@ -44,7 +51,8 @@ GPU_MODELS = ("sqrt", "roofline")
 STATIC_ONLY_KEYS = ("max_batch_size",)
 CONTINUOUS_ONLY_KEYS = ("max_num_seqs", "max_num_batched_tokens", "block_size")
 SQRT_ONLY_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s", "batch_speedup")
-ROOFLINE_ONLY_KEYS = ("hbm_bytes_per_s", "peak_flops", "eta_bandwidth", "eta_flops", "overhead_s")
+ROOFLINE_ONLY_KEYS = ("hbm_bytes_per_s", "peak_flops", "eta_bandwidth", "eta_flops", "overhead_s",
+                      "memory_gb")
 VTC_KEYS = ("vtc_input_weight", "vtc_output_weight")
 # Each limiter's own keys (requests_per_minute goes with any of them).
 LIMITER_KEYS = {
@@ -212,14 +220,28 @@ class Scenario:
         """A copy with dotted keys replaced, e.g. ``{"scheduler.max_batch_size": 32}``.
 
         ``tenants.rate_limit`` (or ``tenants.<id>.rate_limit``) sets it for every (that) tenant;
-        ``workload.tenants.arrival_rate_per_s`` likewise. The result is validated like a file.
+        ``workload.tenants.arrival_rate_per_s`` likewise. ``gpu.preset`` replaces the whole
+        ``[gpu]`` table with that catalogue GPU's (other ``gpu.*`` overrides apply on top). The
+        result is validated like a file.
         """
         data = self.to_dict()
+        if "gpu.preset" in overrides:
+            data["gpu"] = {}  # the written-out keys of the old GPU would override the preset
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value, self.source)
         if any(key in overrides for key in ("scheduler.batching", "scheduler.policy",
                                             "gpu.model")):
             _drop_inapplicable_defaults(data)
+        return parse_scenario(data, source=self.source)
+
+    def with_gpu(self, tables: dict[str, Any]) -> Scenario:
+        """A copy whose ``[gpu]`` table is ``tables["gpu"]`` (and ``[model]``
+        ``tables["model"]`` when given; otherwise the scenario's own model is kept), e.g.
+        ``{"gpu": {"preset": "L4"}}``. The result is validated like a file."""
+        data = self.to_dict()
+        data["gpu"] = copy.deepcopy(tables["gpu"])
+        if "model" in tables:
+            data["model"] = copy.deepcopy(tables["model"])
         return parse_scenario(data, source=self.source)
 
     def scaled_load(self, multiplier: float) -> Scenario:
@@ -306,8 +328,12 @@ def gpu_to_dict(gpu: GPUModel | RooflineGPU, scheduler: SchedulerConfig) -> dict
         "eta_bandwidth": gpu.eta_bandwidth,
         "eta_flops": gpu.eta_flops,
         "overhead_s": gpu.overhead_s,
-        "kv_cache_gib": gpu.kv_cache_gib,
     })
+    if gpu.memory_gb is not None:
+        out["memory_gb"] = gpu.memory_gb
+    if gpu.memory_gb is None or gpu.kv_cache_gib != kv_cache_gib(gpu.memory_gb,
+                                                                 gpu.model.weight_bytes):
+        out["kv_cache_gib"] = gpu.kv_cache_gib
     if gpu.kv_bytes_per_token != gpu.model.kv_bytes_per_token:
         out["kv_bytes_per_token"] = gpu.kv_bytes_per_token
     out["price_per_hour"] = gpu.price_per_hour
@@ -404,6 +430,30 @@ def load_scenario(path: str | Path) -> Scenario:
     except toml_reader.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None
     return parse_scenario(data, source=str(path), text=text)
+
+
+def load_gpu_tables(path: str | Path) -> dict[str, Any]:
+    """Read a GPU file: a ``[gpu]`` table and optionally a ``[model]`` one (what ``apslab
+    calibrate`` writes), checked as a scenario's would be, errors naming this file and line."""
+    path = Path(path)
+    with reading(path, "GPU"):
+        text = path.read_text(encoding="utf-8")
+    try:
+        data = toml_reader.loads(text)
+    except toml_reader.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    v = _Validator(str(path), text)
+    v.keys(data, ("gpu", "model"), "", top_level=True)
+    if not isinstance(data.get("gpu"), dict):
+        v.fail("", "gpu", "table is required (a GPU file holds [gpu] and optionally [model])")
+    gpu = data["gpu"]
+    sqrt = gpu.get("model") == "sqrt" or ("model" not in gpu and "preset" not in gpu
+                                          and any(key in gpu for key in SQRT_ONLY_KEYS))
+    batching = "static" if sqrt else "continuous"
+    parse_scenario({**data, "scheduler": {"batching": batching},
+                    "tenants": [{"id": "check", "rate_limit": 1.0, "burst_cap": 1.0}]},
+                   source=str(path), text=text)
+    return data
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str | None = None
@@ -539,29 +589,51 @@ def _parse_scheduler(v: _Validator, table: dict) -> SchedulerConfig:
 
 def _parse_gpu(v: _Validator, table: dict, data: dict, scheduler: SchedulerConfig
                ) -> GPUModel | RooflineGPU:
-    v.keys(table, ("name", "model", *SQRT_ONLY_KEYS, *ROOFLINE_ONLY_KEYS, "kv_cache_gib",
-                   "kv_bytes_per_token", "price_per_hour"), "[gpu]")
-    model = table.get("model", "roofline" if scheduler.continuous else "sqrt")
+    v.keys(table, ("name", "preset", "model", *SQRT_ONLY_KEYS, *ROOFLINE_ONLY_KEYS,
+                   "kv_cache_gib", "kv_bytes_per_token", "price_per_hour"), "[gpu]")
+    preset = _parse_preset(v, table)
+    model = table.get("model", "roofline" if scheduler.continuous or preset else "sqrt")
     if model not in GPU_MODELS:
         v.fail("[gpu]", "model", f"must be one of {', '.join(map(repr, GPU_MODELS))}, "
                                  f"got {model!r}")
     if model == "sqrt" and scheduler.continuous:
         v.fail("[gpu]", "model", "'sqrt' cannot cost continuous batching: the seed's curve "
                                  "prices whole static batches, not iterations (use 'roofline')")
+    if model == "sqrt" and preset is not None:
+        v.fail("[gpu]", "preset", "describes a roofline GPU (datasheet roofs and fitted "
+                                  "fractions); it has no effect with model = 'sqrt'")
     for key in ROOFLINE_ONLY_KEYS if model == "sqrt" else SQRT_ONLY_KEYS:
         if key in table:
             v.fail("[gpu]", key, f"has no effect with model = {model!r}")
     if model == "sqrt" and "model" in data:
         v.fail("", "model", "has no effect with [gpu] model = 'sqrt' (the served model's shape "
                             "is what the roofline costs)")
-    name = table.get("name", "A100")
+    name = table.get("name", preset.name if preset is not None else "A100")
     if not isinstance(name, str):
         v.fail("[gpu]", "name", f"must be a string, got {name!r}")
     if model == "sqrt":
         return _parse_sqrt_gpu(v, table, name)
     defaults = RooflineGPU()
+    if preset is not None:  # the catalogue fills every key; explicit keys override it
+        defaults = replace(defaults, hbm_bytes_per_s=preset.hbm_bytes_per_s,
+                           peak_flops=preset.peak_flops, eta_bandwidth=preset.eta_bandwidth,
+                           eta_flops=preset.eta_flops, overhead_s=preset.overhead_s,
+                           price_per_hour=preset.price_per_hour)
     served = _parse_model(v, data.get("model", {}))
     where = "[gpu]"
+    memory_gb = preset.memory_gb if preset is not None else None
+    if "memory_gb" in table:
+        memory_gb = v.number(table, "memory_gb", where, None, positive=True)
+    kv_default = defaults.kv_cache_gib
+    if memory_gb is not None:
+        kv_default = kv_cache_gib(memory_gb, served.weight_bytes)
+        if kv_default <= 0:
+            key = "memory_gb" if "memory_gb" in table else "preset"
+            v.fail(where, key, f"{name!r} cannot hold the model {served.name!r}: its weights "
+                               f"take {served.weight_bytes / 1e9:.2f} GB, more than the "
+                               f"{memory_gb * (1 - ACTIVATION_RESERVE):g} GB left of "
+                               f"{memory_gb:g} GB once {ACTIVATION_RESERVE:.0%} is kept for "
+                               "activations")
     eta = {}
     for key in ("eta_bandwidth", "eta_flops"):
         eta[key] = v.number(table, key, where, getattr(defaults, key), positive=True)
@@ -576,14 +648,29 @@ def _parse_gpu(v: _Validator, table: dict, data: dict, scheduler: SchedulerConfi
         eta_bandwidth=eta["eta_bandwidth"],
         eta_flops=eta["eta_flops"],
         overhead_s=v.number(table, "overhead_s", where, defaults.overhead_s, minimum=0.0),
-        kv_cache_gib=v.number(table, "kv_cache_gib", where, defaults.kv_cache_gib,
-                              positive=True),
+        kv_cache_gib=v.number(table, "kv_cache_gib", where, kv_default, positive=True),
         kv_bytes_per_token=v.integer(table, "kv_bytes_per_token", where,
                                      served.kv_bytes_per_token, minimum=1),
         price_per_hour=v.number(table, "price_per_hour", where, defaults.price_per_hour,
                                 minimum=0.0),
         model=served,
+        memory_gb=memory_gb,
     )
+
+
+def _parse_preset(v: _Validator, table: dict):
+    """The catalogue entry ``[gpu] preset`` names (None without one)."""
+    if "preset" not in table:
+        return None
+    preset = table["preset"]
+    if not isinstance(preset, str):
+        v.fail("[gpu]", "preset", f"must be a GPU name (a string), got {preset!r}")
+    entry = lookup(preset)
+    if entry is None:
+        v.fail("[gpu]", "preset", f"{preset!r} is not in the GPU catalogue{suggestion(preset)}; "
+                                  f"presets: {', '.join(catalogue_names())} (apslab gpus lists "
+                                  "them)")
+    return entry
 
 
 def _parse_sqrt_gpu(v: _Validator, table: dict, name: str) -> GPUModel:

@@ -3,26 +3,24 @@
 ``data/a100_decode_throughput.csv`` holds decode throughputs read from public benchmarks (each
 row names its source; ``data/SOURCES.md`` cites them). The lab notebooks fit the seed's
 ``128 * (a + b*sqrt(B))`` curve and a roofline to these rows, so a malformed row must stop the
-analysis with the file and line named rather than quietly shift a fitted parameter.
+analysis with the file and line named rather than quietly shift a fitted parameter. The strict
+CSV reading is :func:`apslab.io.measurements.read_csv_columns`, which ``apslab calibrate`` uses
+too.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..io.errors import InputError, reading
+from ..io.measurements import FIRST_TOKEN_COLUMNS, THROUGHPUT_COLUMNS, read_csv_columns
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 A100_DECODE_CSV = DATA_DIR / "a100_decode_throughput.csv"
 
-A100_DECODE_COLUMNS = ("source", "model", "gpu", "precision", "input_len", "output_len",
-                       "batch_size", "decode_tokens_per_s", "notes")
-_INTEGER_COLUMNS = ("input_len", "output_len", "batch_size")
+A100_DECODE_COLUMNS = THROUGHPUT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -118,26 +116,7 @@ def load_a100_decode_throughput(path: str | Path | None = None) -> DecodeMeasure
     no source, model or notes field is empty. Problems raise InputError naming file and line.
     """
     path = Path(path) if path is not None else A100_DECODE_CSV
-    columns: dict[str, list] = {name: [] for name in A100_DECODE_COLUMNS}
-    with reading(path, "measurements"), path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{path}: empty file, expected the header "
-                             f"{','.join(A100_DECODE_COLUMNS)}")
-        if tuple(header) != A100_DECODE_COLUMNS:
-            raise InputError(f"{path} line 1: header must be {','.join(A100_DECODE_COLUMNS)}, "
-                             f"got {','.join(header)}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(A100_DECODE_COLUMNS):
-                raise InputError(f"{path} line {line}: expected {len(A100_DECODE_COLUMNS)} "
-                                 f"fields, got {len(row)}")
-            for name, text in zip(A100_DECODE_COLUMNS, row, strict=True):
-                columns[name].append(_parse_field(path, line, name, text))
-    if not columns["source"]:
-        raise InputError(f"{path}: no data rows")
+    columns, _lines = read_csv_columns(path, A100_DECODE_COLUMNS)
     notes = columns["notes"]
     return DecodeMeasurements(
         source=np.array(columns["source"], dtype=object),
@@ -155,33 +134,8 @@ def load_a100_decode_throughput(path: str | Path | None = None) -> DecodeMeasure
     )
 
 
-def _parse_field(path: Path, line: int, name: str, text: str):
-    if name in _INTEGER_COLUMNS:
-        try:
-            value = int(text)
-        except ValueError:
-            raise InputError(f"{path} line {line}: {name} must be a whole number, "
-                             f"got {text!r}") from None
-        if value < 1:
-            raise InputError(f"{path} line {line}: {name} must be >= 1, got {value}")
-        return value
-    if name in ("decode_tokens_per_s", "first_token_s"):
-        try:
-            value = float(text)
-        except ValueError:
-            raise InputError(f"{path} line {line}: {name} must be a number, got {text!r}") \
-                from None
-        if not (math.isfinite(value) and value > 0):
-            raise InputError(f"{path} line {line}: {name} must be finite and > 0, got {text!r}")
-        return value
-    if not text.strip():
-        raise InputError(f"{path} line {line}: {name} is empty (every row keeps its citation)")
-    return text
-
-
 A100_FIRST_TOKEN_CSV = DATA_DIR / "a100_first_token_latency.csv"
-A100_FIRST_TOKEN_COLUMNS = ("source", "model", "gpu", "precision", "input_len", "output_len",
-                            "batch_size", "first_token_s", "notes")
+A100_FIRST_TOKEN_COLUMNS = FIRST_TOKEN_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -205,23 +159,7 @@ def load_a100_first_token_latency(path: str | Path | None = None) -> FirstTokenL
     """Read ``data/a100_first_token_latency.csv`` strictly (header, positive integers, finite
     positive latencies, no empty citation), naming file and line on any problem."""
     path = Path(path) if path is not None else A100_FIRST_TOKEN_CSV
-    columns: dict[str, list] = {name: [] for name in A100_FIRST_TOKEN_COLUMNS}
-    with reading(path, "measurements"), path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or tuple(header) != A100_FIRST_TOKEN_COLUMNS:
-            raise InputError(f"{path} line 1: header must be "
-                             f"{','.join(A100_FIRST_TOKEN_COLUMNS)}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(A100_FIRST_TOKEN_COLUMNS):
-                raise InputError(f"{path} line {line}: expected "
-                                 f"{len(A100_FIRST_TOKEN_COLUMNS)} fields, got {len(row)}")
-            for name, text in zip(A100_FIRST_TOKEN_COLUMNS, row, strict=True):
-                columns[name].append(_parse_field(path, line, name, text))
-    if not columns["source"]:
-        raise InputError(f"{path}: no data rows")
+    columns, _lines = read_csv_columns(path, A100_FIRST_TOKEN_COLUMNS)
     return FirstTokenLatencies(
         source=np.array(columns["source"], dtype=object),
         model=np.array(columns["model"], dtype=object),

@@ -16,7 +16,7 @@ from ..io.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..io.arguments import add_trace_arguments
+    from ..io.arguments import add_goodput_argument, add_gpu_file_argument, add_trace_arguments
 
     plan = subparsers.add_parser(
         "plan", help="find the highest load each GPU count sustains within SLOs",
@@ -26,13 +26,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "there, and the cheapest GPU count for --target-rps.")
     plan.add_argument("scenario", metavar="SCENARIO.toml")
     add_trace_arguments(plan)
-    plan.add_argument("--slo", action="append", required=True, metavar="'PATH<=BOUND'",
+    plan.add_argument("--slo", action="append", default=[], metavar="'PATH<=BOUND'",
                       help="an SLO on a SUMMARY.json path (repeatable), e.g. "
-                           "'queue_wait_s.p99<=2', 'jain_fairness>=0.9', 'rejected_fraction<=0.01'")
+                           "'queue_wait_s.p99<=2', 'ttft_s.p99<=0.5', 'tpot_s.p99<=0.05', "
+                           "'jain_fairness>=0.9', 'rejected_fraction<=0.01'")
+    add_goodput_argument(plan)
+    plan.add_argument("--min-attainment", type=float, metavar="F",
+                      help="with --goodput: find the highest load whose slo_attainment (share "
+                           "of submitted requests meeting every target) stays >= F, e.g. 0.9")
     plan.add_argument("--gpus", default="1..8", metavar="1..8",
                       help="GPU counts to plan for: a range 1..8 or a list 1,2,4 (default 1..8)")
+    plan.add_argument("--gpu-types", metavar="TYPE,...",
+                      help="plan on each of these GPU types (catalogue names, see apslab gpus, "
+                           "or GPU files from apslab calibrate) and recommend the cheapest "
+                           "type and count for --target-rps")
+    add_gpu_file_argument(plan)
     plan.add_argument("--target-rps", type=float, metavar="REQ/S",
-                      help="recommend the cheapest GPU count for this many requests/s")
+                      help="recommend the cheapest GPU count (and type) for this many "
+                           "requests/s")
     plan.add_argument("--start-load", type=float, default=1.0, metavar="X",
                       help="load multiplier the search starts from (default 1)")
     plan.add_argument("--min-load", type=float, default=1 / 1024, metavar="X",
@@ -48,6 +59,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_arguments(plan)
     plan.set_defaults(func=run_plan)
 
+    gpus = subparsers.add_parser(
+        "gpus", help="list the GPU catalogue ([gpu] preset, plan --gpu-types)",
+        description="The GPU types apslab knows: datasheet bandwidth, dense fp16 peak, memory, "
+                    "hourly price and the roofline's achieved fractions (fitted or assumed), "
+                    "with the KV cache each leaves for Llama-2-7B.")
+    gpus.add_argument("--sources", action="store_true",
+                      help="also print where each figure comes from")
+    gpus.set_defaults(func=run_gpus)
+
+    calibrate = subparsers.add_parser(
+        "calibrate", help="fit the roofline GPU to your own measurements",
+        description="Fit eta_bandwidth, eta_flops and overhead_s of the roofline to measured "
+                    "throughputs and first-token latencies (CSV in the columns of "
+                    "data/a100_decode_throughput.csv or data/a100_first_token_latency.csv, or "
+                    "the JSON of vllm bench serve --save-result), print the fit and write a "
+                    "[gpu] table that simulate --gpu and plan --gpu read.")
+    calibrate.add_argument("measurements", nargs="+", metavar="MEASUREMENTS",
+                           help="CSV or vLLM bench JSON files (several are fitted together)")
+    calibrate.add_argument("--gpu-preset", required=True, metavar="NAME",
+                           help="the catalogue GPU the measurements were made on (its datasheet "
+                                "roofs, memory and price), e.g. A100-80GB")
+    calibrate.add_argument("--out", metavar="GPU.toml", help="write the fitted [gpu] table here")
+    calibrate.add_argument("--source", action="append", default=[], metavar="NAME",
+                           help="CSV files: keep only rows of this source (repeatable)")
+    calibrate.add_argument("--model-file", metavar="MODEL.toml",
+                           help="a TOML file with the measured model's [model] table (default "
+                                "Llama-2-7B)")
+    calibrate.set_defaults(func=run_calibrate)
+
     sweep = subparsers.add_parser(
         "sweep", help="run every combination of a parameter grid, one row per run",
         description="Run SCENARIO for every combination of the --grid values (dotted scenario "
@@ -59,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a parameter and its values (repeatable), e.g. "
                             "scheduler.max_batch_size=8,16,32 cluster.gpus=1,2,4 "
                             "tenants.rate_limit=200,400 load=0.5,1,2")
+    add_goodput_argument(sweep)
     sweep.add_argument("--out", metavar="SWEEP.csv", help="write the rows as CSV")
     sweep.add_argument("--json", metavar="SWEEP.json", help="write the rows as JSON")
     _add_run_arguments(sweep)
@@ -76,6 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--gpus", metavar="1..8", help="GPU counts (default: the notebook's)")
     report.add_argument("--target-rps", type=float, metavar="REQ/S",
                         help="target load for the recommendation (default: the notebook's)")
+    report.add_argument("--gpu-types", metavar="TYPE,...",
+                        help="GPU types to compare (default: the notebook's)")
+    report.add_argument("--goodput", metavar="ttft=S,tpot=S[,e2e=S]",
+                        help="per-request targets for goodput (default: the notebook's)")
+    report.add_argument("--min-attainment", type=float, metavar="F",
+                        help="lowest slo_attainment within the SLOs (default: the notebook's)")
     report.add_argument("--notebook", metavar="NOTEBOOK.ipynb",
                         help="the parameterised notebook to run (default: "
                              "notebooks/06_capacity_planning.ipynb of this checkout)")
@@ -108,21 +155,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scenario_and_trace(args: argparse.Namespace):
-    from ..io.arguments import check_seed, load_trace_for
+    from ..io.arguments import apply_gpu_file, check_seed, load_trace_for
     from ..io.scenario import load_scenario
-    from .sweep import parse_grid_spec
 
     check_seed(args.seed)
-    scenario = load_scenario(args.scenario)
-    overrides: dict[str, Any] = {}
-    for text in args.set:
-        key, values = parse_grid_spec(text, "--set")
-        if key == "load":
-            raise InputError(f"--set {text!r}: load is not a scenario key (plan searches it; "
-                             "sweep it with --grid load=...)")
-        if len(values) != 1:
-            raise InputError(f"--set {text!r}: expected one value")
-        overrides[key] = values[0]
+    scenario = apply_gpu_file(load_scenario(args.scenario), getattr(args, "gpu_file", None))
+    overrides = _overrides(args)
     if overrides:
         scenario = scenario.with_overrides(overrides)
     # Without --trace the runs generate their own workload at each load, so none is loaded here.
@@ -134,6 +172,22 @@ def _scenario_and_trace(args: argparse.Namespace):
     else:
         trace = None
     return scenario, trace
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set KEY=VALUE options as a dict of dotted scenario keys."""
+    from .sweep import parse_grid_spec
+
+    overrides: dict[str, Any] = {}
+    for text in args.set:
+        key, values = parse_grid_spec(text, "--set")
+        if key == "load":
+            raise InputError(f"--set {text!r}: load is not a scenario key (plan searches it; "
+                             "sweep it with --grid load=...)")
+        if len(values) != 1:
+            raise InputError(f"--set {text!r}: expected one value")
+        overrides[key] = values[0]
+    return overrides
 
 
 def warn_unknown_tenants(scenario, trace) -> None:
@@ -206,18 +260,55 @@ def executor_for(args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from ..io.arguments import check_distinct_paths
-    from .search import SearchSettings, parse_gpu_counts, parse_slo, plan_capacity, plot_plan
+    from ..io.arguments import check_distinct_paths, parse_goodput
+    from .search import (
+        SearchSettings,
+        parse_gpu_counts,
+        parse_gpu_types,
+        parse_slo,
+        plan_capacity,
+        plan_fleet,
+        plot_plan,
+        slos_with_attainment,
+    )
 
-    check_distinct_paths({"scenario": args.scenario, "--trace": args.trace},
+    check_distinct_paths({"scenario": args.scenario, "--trace": args.trace,
+                          "--gpu": args.gpu_file},
                          {"--csv": args.csv, "--json": args.json, "--plot": args.plot})
-    slos = [parse_slo(text) for text in args.slo]
+    goodput = parse_goodput(args.goodput)
+    slos = slos_with_attainment([parse_slo(text) for text in args.slo], args.min_attainment,
+                                goodput)
     gpu_counts = parse_gpu_counts(args.gpus)
     settings = SearchSettings(args.start_load, args.min_load, args.max_load, args.tolerance,
-                              args.seed)
+                              args.seed, goodput)
+    if args.gpu_types and args.gpu_file:
+        raise InputError("--gpu replaces the scenario's one GPU; with --gpu-types list the GPU "
+                         "file among the types instead")
+    gpu_types = parse_gpu_types(args.gpu_types) if args.gpu_types else None
+    if gpu_types is not None and args.plot:
+        raise InputError("--plot draws one GPU type's plan; with --gpu-types use --json or "
+                         "--csv (notebook 06 draws the comparison)")
     scenario, trace = _scenario_and_trace(args)
     label = ("generated workload" if trace is None else
              f"--trace {args.trace} ({len(trace)} requests)")
+    if gpu_types is not None:
+        # Each type's [gpu] table replaces the scenario's; --set gpu.*/model.* apply on top.
+        after = {k: v for k, v in _overrides(args).items() if k.startswith(("gpu.", "model."))}
+        scenarios = {}
+        for name, tables in gpu_types.items():
+            typed = scenario.with_gpu(tables)
+            scenarios[name] = typed.with_overrides(after) if after else typed
+        with executor_for(args) as (executor, scatter):
+            plan = plan_fleet(scenarios, trace, slos, gpu_counts, target_rps=args.target_rps,
+                              settings=settings, executor=executor,
+                              progress=not args.no_progress, scatter=scatter,
+                              trace_label=label)
+        print(plan.table())
+        if args.csv:
+            plan.write_csv(args.csv)
+        if args.json:
+            plan.write_json(args.json)
+        return 0
     with executor_for(args) as (executor, scatter):
         plan = plan_capacity(scenario, trace, slos, gpu_counts, target_rps=args.target_rps,
                              settings=settings, executor=executor,
@@ -237,6 +328,34 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# gpus and calibrate
+
+
+def run_gpus(args: argparse.Namespace) -> int:
+    from .hardware import catalogue_table
+
+    print(catalogue_table(sources=args.sources))
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from ..io.arguments import check_distinct_paths
+    from ..io.trace import write_text_atomic
+    from .hardware import calibrate_files, calibration_report, gpu_file_text
+
+    check_distinct_paths({f"measurements {i + 1}": path
+                          for i, path in enumerate(args.measurements)}
+                         | {"--model-file": args.model_file}, {"--out": args.out})
+    run = calibrate_files(args.measurements, args.gpu_preset, sources=args.source,
+                          model_file=args.model_file)
+    print(calibration_report(run))
+    if args.out:
+        write_text_atomic(args.out, gpu_file_text(run))
+        print(f"wrote {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # sweep
 
 SWEEP_TABLE_COLUMNS = ("offered_rps", "queue_wait_s.p99", "latency_s.p99",
@@ -245,21 +364,22 @@ SWEEP_TABLE_COLUMNS = ("offered_rps", "queue_wait_s.p99", "latency_s.p99",
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from ..io.arguments import check_distinct_paths
+    from ..io.arguments import check_distinct_paths, parse_goodput
     from .sweep import parse_grid, run_sweep, write_rows_csv, write_rows_json
 
     check_distinct_paths({"scenario": args.scenario, "--trace": args.trace},
                          {"--out": args.out, "--json": args.json})
     grid = parse_grid(args.grid)
+    goodput = parse_goodput(args.goodput)
     scenario, trace = _scenario_and_trace(args)
     with executor_for(args) as (executor, scatter):
         rows = run_sweep(scenario, grid, trace, seed=args.seed, executor=executor,
-                         progress=not args.no_progress, scatter=scatter)
+                         progress=not args.no_progress, scatter=scatter, goodput=goodput)
     if args.out:
         write_rows_csv(args.out, rows)
     if args.json:
         write_rows_json(args.json, rows)
-    print(format_rows(rows, list(grid)))
+    print(format_rows(rows, list(grid) + (["goodput_rps", "slo_attainment"] if goodput else [])))
     return 0
 
 
@@ -295,7 +415,8 @@ def run_report(args: argparse.Namespace) -> int:
     parameters = report_parameters(
         args.scenario, trace=args.trace, trace_format=args.trace_format,
         tenant_weights=args.tenant_weights, tenant_seed=args.tenant_seed, slos=args.slo,
-        gpus=args.gpus, target_rps=args.target_rps)
+        gpus=args.gpus, target_rps=args.target_rps, trace_span=args.trace_span,
+        gpu_types=args.gpu_types, goodput=args.goodput, min_attainment=args.min_attainment)
     try:
         out = render_report(parameters, args.out, notebook=args.notebook,
                             keep_notebook=args.keep_notebook, timeout_s=args.timeout)

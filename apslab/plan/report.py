@@ -20,7 +20,7 @@ from typing import Any
 from ..io.errors import InputError
 
 NOTEBOOK_NAME = "06_capacity_planning.ipynb"
-NOTEBOOK_DEFAULT_GPUS = "1..8"  # the notebook's own default (a test keeps them equal)
+NOTEBOOK_DEFAULT_GPUS = "1..2"  # the notebook's own default (a test keeps them equal)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "[an interactive widget: open the notebook in JupyterLab to use it]"
 
@@ -44,31 +44,52 @@ def default_notebook() -> Path:
 def report_parameters(scenario: str | Path, *, trace: str | Path | None = None,
                       trace_format: str = "apslab", tenant_weights: str | None = None,
                       tenant_seed: int = 0, slos: Sequence[str] | None = None,
-                      gpus: str | None = None, target_rps: float | None = None
+                      gpus: str | None = None, target_rps: float | None = None,
+                      trace_span: float | None = None, gpu_types: str | None = None,
+                      goodput: str | None = None, min_attainment: float | None = None
                       ) -> dict[str, Any]:
     """Check the inputs now (a bad one is an InputError before any kernel starts) and return
-    the notebook parameters. Omitted SLOs and GPU counts keep the notebook's defaults; an
-    omitted target means no recommendation (the notebook's default target fits its own trace,
-    not every scenario), and without a trace the scenario's [workload] is generated."""
-    from .search import check_slo_paths, parse_gpu_counts, parse_slo, probe_metrics
-    from .study import load_inputs
+    the notebook parameters.
+
+    Omitted GPU counts keep the notebook's default. The criteria (SLOs, goodput targets,
+    minimum attainment) travel together: give any of them and the others are empty unless
+    given; give none and the notebook's own criteria apply. An omitted target means no
+    recommendation, omitted GPU types mean the scenario's own GPU, an omitted span the whole
+    trace (the notebook's defaults fit its own study, not every scenario); without a trace the
+    scenario's [workload] is generated."""
+    from ..io.arguments import parse_goodput
+    from .search import (
+        check_slo_paths,
+        parse_gpu_counts,
+        parse_slo,
+        probe_metrics,
+        slos_with_attainment,
+    )
+    from .study import gpu_type_scenarios, load_inputs
 
     loaded, loaded_trace = load_inputs(scenario, trace, trace_format, tenant_weights or "",
-                                       tenant_seed)
+                                       tenant_seed, trace_span)
     parameters: dict[str, Any] = {
         "scenario_path": str(Path(scenario).resolve()),
         "trace_path": str(Path(trace).resolve()) if trace else "",
         "trace_format": trace_format,
         "tenant_weights": tenant_weights or "",
         "tenant_seed": tenant_seed,
+        "trace_span": None if trace_span is None else float(trace_span),
+        "gpu_types": gpu_types or "",
     }
+    types = gpu_type_scenarios(loaded, gpu_types or "")
     counts = parse_gpu_counts(gpus if gpus is not None else NOTEBOOK_DEFAULT_GPUS)
     if gpus is not None:
         parameters["gpus"] = gpus
-    if slos:
-        check_slo_paths([parse_slo(text) for text in slos],
-                        probe_metrics(loaded, loaded_trace, max(counts)))
-        parameters["slos"] = list(slos)
+    if slos or goodput or min_attainment is not None:
+        targets = parse_goodput(goodput or None)
+        checked = slos_with_attainment([parse_slo(text) for text in slos or []],
+                                       min_attainment, targets)
+        check_slo_paths(checked, probe_metrics(next(iter(types.values())), loaded_trace,
+                                               max(counts), goodput=targets))
+        parameters.update({"slos": list(slos or []), "goodput": goodput or "",
+                           "min_attainment": min_attainment})
     parameters["target_rps"] = None if target_rps is None else float(target_rps)
     return parameters
 

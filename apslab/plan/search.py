@@ -24,9 +24,15 @@ hidden: ``fails_at_min_load`` (even ``min_load`` misses an SLO: no load is repor
 ``holds_at_max_load`` (the SLOs still hold at ``max_load``, typically because rate limits reject
 the excess: the reported maximum is a lower bound).
 
+**Goodput.** With per-request targets (``SearchSettings.goodput``, :class:`GoodputTargets`)
+every run also reports ``goodput_rps`` and ``slo_attainment``; :func:`slos_with_attainment`
+turns ``--min-attainment F`` into the SLO ``slo_attainment >= F`` (DistServe's convention).
+
 **The recommendation** for ``target_rps`` is the fewest GPUs (GPUs are identical, so the
 cheapest) whose maximum reaches the target, confirmed by one more run at exactly the target load;
-if that run misses an SLO (a non-monotone criterion) the next GPU count is tried.
+if that run misses an SLO (a non-monotone criterion) the next GPU count is tried. Across GPU
+types (:func:`plan_fleet`, one scenario per type) it is the cheapest (type, count) by $/hour,
+confirmed the same way (:func:`recommend_fleet`).
 """
 
 from __future__ import annotations
@@ -41,9 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.metrics import cost_per_million_tokens
+from ..core.catalogue import catalogue_names, lookup, suggestion
+from ..core.metrics import GoodputTargets, cost_per_million_tokens
 from ..io.errors import InputError
-from ..io.scenario import Scenario
+from ..io.scenario import Scenario, load_gpu_tables
 from ..io.trace import Trace
 from .sweep import DERIVED_METRICS, base_rps, map_ordered, run_metrics, trace_at_load
 
@@ -100,9 +107,30 @@ def parse_slo(text: str) -> SLO:
     return SLO(path, op, bound)
 
 
+GOODPUT_METRICS = ("goodput_rps", "slo_attainment")
+
+
+def slos_with_attainment(slos: Sequence[SLO], min_attainment: float | None,
+                         goodput: GoodputTargets | None) -> list[SLO]:
+    """``slos`` plus ``slo_attainment >= min_attainment`` (DistServe's convention: the highest
+    load at which at least that share of requests meets every per-request target)."""
+    slos = list(slos)
+    if min_attainment is None:
+        return slos
+    if not goodput:
+        raise InputError("--min-attainment needs --goodput ttft=S,tpot=S[,e2e=S]: the "
+                         "per-request targets whose attainment it bounds")
+    if not (math.isfinite(min_attainment) and 0 < min_attainment <= 1):
+        raise InputError(f"--min-attainment must be a share in (0, 1], got {min_attainment!r}")
+    return [*slos, SLO("slo_attainment", ">=", min_attainment)]
+
+
 def check_slo_paths(slos: Sequence[SLO], metrics: Mapping[str, Any]) -> None:
     """Every SLO path must be a numeric metric; unknown ones are an InputError naming them."""
     for slo in slos:
+        if slo.path not in metrics and slo.path.split(".")[-1] in GOODPUT_METRICS:
+            raise InputError(f"--slo {slo}: {slo.path!r} is reported only with per-request "
+                             "targets: add --goodput ttft=S,tpot=S[,e2e=S]")
         if slo.path not in metrics:
             close = difflib.get_close_matches(slo.path, list(metrics), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -115,14 +143,15 @@ def check_slo_paths(slos: Sequence[SLO], metrics: Mapping[str, Any]) -> None:
             raise InputError(f"--slo {slo}: {slo.path!r} is not a numeric metric")
 
 
-def probe_metrics(scenario: Scenario, trace: Trace | None, gpus: int, seed: int | None = None
-                  ) -> dict[str, Any]:
+def probe_metrics(scenario: Scenario, trace: Trace | None, gpus: int, seed: int | None = None,
+                  goodput: GoodputTargets | None = None) -> dict[str, Any]:
     """The metric names a run with ``gpus`` GPUs reports (from a run of a few requests)."""
     sample = trace_at_load(scenario, trace, 1.0, seed)
     sample = sample.subset(slice(0, 20)) if len(sample) > 20 else sample
     if not len(sample):
         raise InputError(f"{scenario.source}: the workload generates no requests to plan for")
-    return run_metrics(scenario.with_overrides({"cluster.gpus": gpus}), sample, 1.0, seed, 1.0)
+    return run_metrics(scenario.with_overrides({"cluster.gpus": gpus}), sample, 1.0, seed, 1.0,
+                       goodput)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +167,7 @@ class SearchSettings:
     max_load: float = 1024.0
     tolerance: float = 0.01
     seed: int | None = None  # for a generated workload
+    goodput: GoodputTargets | None = None  # per-request targets: runs report goodput
 
     def __post_init__(self) -> None:
         for name in ("start", "min_load", "max_load", "tolerance"):
@@ -175,8 +205,9 @@ class GpuSearch:
 
 
 def evaluate(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO], load: float,
-             seed: int | None = None, rps_at_load_1: float | None = None) -> LoadPoint:
-    metrics = run_metrics(scenario, trace, load, seed, rps_at_load_1)
+             seed: int | None = None, rps_at_load_1: float | None = None,
+             goodput: GoodputTargets | None = None) -> LoadPoint:
+    metrics = run_metrics(scenario, trace, load, seed, rps_at_load_1, goodput)
     return LoadPoint(load, metrics, tuple(str(s) for s in slos if not s.met(metrics)))
 
 
@@ -187,7 +218,8 @@ def search_max_load(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO]
     points: list[LoadPoint] = []
 
     def run(load: float) -> LoadPoint:
-        point = evaluate(scenario, trace, slos, load, settings.seed, rps_at_load_1)
+        point = evaluate(scenario, trace, slos, load, settings.seed, rps_at_load_1,
+                         settings.goodput)
         points.append(point)
         return point
 
@@ -222,13 +254,20 @@ def search_max_load(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO]
 
 @dataclass
 class Recommendation:
-    """The cheapest GPU count for a target load, with the run that confirms it."""
+    """The cheapest GPU count (and, in a fleet plan, GPU type) for a target load, with the run
+    that confirms it."""
 
     target_rps: float
     gpus: int | None
     check: LoadPoint | None  # the run at the target load on that many GPUs
     dollars_per_hour: float | None
     note: str = ""
+    gpu_type: str | None = None  # fleet plans: the GPU type chosen
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target_rps": self.target_rps, "gpu_type": self.gpu_type, "gpus": self.gpus,
+                "dollars_per_hour": self.dollars_per_hour, "note": self.note,
+                "at_target": None if self.check is None else self.check.metrics}
 
 
 @dataclass
@@ -243,14 +282,20 @@ class Plan:
     price_per_hour: float
     searches: list[GpuSearch]
     recommendation: Recommendation | None = None
+    gpu_type: str | None = None  # in a fleet plan: the GPU type this plan is for
+
+    @property
+    def goodput(self) -> GoodputTargets | None:
+        return self.settings.goodput
 
     def rows(self, price_per_hour: float | None = None) -> list[dict[str, Any]]:
-        """One dict per GPU count; ``price_per_hour`` re-prices the cost column (per GPU)."""
+        """One dict per GPU count; ``price_per_hour`` re-prices the cost columns (per GPU)."""
         price = self.price_per_hour if price_per_hour is None else price_per_hour
         rows = []
         for search in self.searches:
             best = search.best.metrics if search.best else {}
-            rows.append({
+            row: dict[str, Any] = {"gpu_type": self.gpu_type} if self.gpu_type else {}
+            row.update({
                 "gpus": search.gpus,
                 "status": search.status,
                 "max_load": search.best.load if search.best else None,
@@ -261,15 +306,24 @@ class Plan:
                     price, best.get("throughput_tokens_per_s"), search.gpus) if best else None,
                 "jain_fairness": best.get("jain_fairness"),
                 "rejected_fraction": best.get("rejected_fraction"),
-                **{slo.path: best.get(slo.path) for slo in self.slos},
+            })
+            if self.goodput:
+                row["goodput_rps"] = best.get("goodput_rps")
+                row["slo_attainment"] = best.get("slo_attainment")
+            if "mbu" in best or self.gpu_type:
+                row["mbu"] = best.get("mbu")
+            row.update({slo.path: best.get(slo.path) for slo in self.slos})
+            row.update({
+                "dollars_per_hour": price * search.gpus,
                 "failing_load": search.first_failure.load if search.first_failure else None,
                 "runs": len(search.points),
             })
+            rows.append(row)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         rec = self.recommendation
-        return {
+        out = {
             "scenario": self.source,
             "trace": self.trace_label,
             "slos": [str(s) for s in self.slos],
@@ -279,44 +333,81 @@ class Plan:
             "rps_at_load_1": self.rps_at_load_1,
             "price_per_hour": self.price_per_hour,
             "rows": self.rows(),
-            "recommendation": None if rec is None else {
-                "target_rps": rec.target_rps, "gpus": rec.gpus,
-                "dollars_per_hour": rec.dollars_per_hour, "note": rec.note,
-                "at_target": None if rec.check is None else rec.check.metrics,
-            },
+            "searches": self.search_runs(),
+            "recommendation": None if rec is None else rec.to_dict(),
         }
+        if self.gpu_type:
+            out = {"gpu_type": self.gpu_type, **out}
+        if self.goodput:
+            out["goodput_targets"] = self.goodput.to_dict()
+        return out
+
+    def search_runs(self) -> list[dict[str, Any]]:
+        """Every load each search ran, in order, and whether it met every SLO."""
+        return [{"gpus": s.gpus, "status": s.status,
+                 "runs": [{"load": p.load, "passed": p.passed, "missed": list(p.missed)}
+                          for p in s.points]} for s in self.searches]
+
+    def heading(self) -> list[str]:
+        """The plan's first two lines: what was planned, and how."""
+        targets = (f"; goodput targets {self.goodput}" if self.goodput else "")
+        return [f"capacity plan: {self.source}, {self.trace_label}",
+                f"SLOs: {', '.join(map(str, self.slos))}{targets}; highest load found by "
+                f"bisection to {self.settings.tolerance:.0%}"
+                + (f"; load 1 = {self.rps_at_load_1:.3f} req/s" if self.rps_at_load_1 else "")]
 
     def table(self) -> str:
         """The plan as a fixed-width text table, with the recommendation below it."""
-        extra = [s.path for s in self.slos if s.path not in _TABLE_PATHS]
-        extra = list(dict.fromkeys(extra))
-        head = (f"{'GPUs':>4}  {'max load':>9}  {'max req/s':>9}  {'output tok/s':>12}  "
-                f"{'GPU util':>8}  {'$/M tokens':>10}  {'Jain':>6}  {'rejected':>8}"
-                + "".join(f"  {p:>{max(10, len(p))}}" for p in extra) + f"  {'runs':>4}")
-        lines = [f"capacity plan: {self.source}, {self.trace_label}",
-                 f"SLOs: {', '.join(map(str, self.slos))}; highest load found by bisection to "
-                 f"{self.settings.tolerance:.0%}"
-                 + (f"; load 1 = {self.rps_at_load_1:.3f} req/s" if self.rps_at_load_1 else ""),
-                 head]
-        for row in self.rows():
-            if row["status"] == STATUS_FAILS_AT_MIN:
-                load = f"<{self.settings.min_load:.3g}"
-            elif row["status"] == STATUS_HOLDS_AT_MAX:
-                load = f">={row['max_load']:.4g}"
-            else:
-                load = f"{row['max_load']:.4g}"
-            lines.append(
-                f"{row['gpus']:>4}  {load:>9}  {_fmt(row['max_rps'], '.3f'):>9}  "
-                f"{_fmt(row['output_tokens_per_s'], '.1f'):>12}  "
-                f"{_fmt(row['gpu_utilization'], '.1%'):>8}  "
-                f"{_fmt(row['cost_per_million_tokens'], '.2f'):>10}  "
-                f"{_fmt(row['jain_fairness'], '.4f'):>6}  "
-                f"{_fmt(row['rejected_fraction'], '.1%'):>8}"
-                + "".join(f"  {_fmt(row[p], '.4g'):>{max(10, len(p))}}" for p in extra)
-                + f"  {row['runs']:>4}")
+        lines = [*self.heading(), *self.table_lines()]
         if self.recommendation is not None:
             lines.append(self.recommendation_text())
         return "\n".join(lines)
+
+    def table_lines(self, fleet: bool = False) -> list[str]:
+        """The header and one line per GPU count. ``fleet`` drops GPU utilisation and Jain's
+        index (in the CSV and JSON) for $/hour and MBU, which compare GPU types."""
+        shown = {"offered_rps", "throughput_tokens_per_s", "gpu_utilization",
+                 "cost_per_million_tokens", "jain_fairness", "rejected_fraction"}
+        if self.goodput:
+            shown |= set(GOODPUT_METRICS)
+        if fleet:
+            shown.add("mbu")
+        extra = list(dict.fromkeys(s.path for s in self.slos if s.path not in shown))
+        rows = self.rows()
+        has_mbu = any(r.get("mbu") is not None for r in rows)
+        columns: list[tuple[str, int, Callable[[dict], str]]] = [
+            ("GPUs", 4, lambda r: str(r["gpus"])),
+            ("max load", 9, self._load_cell),
+            ("max req/s", 9, lambda r: _fmt(r["max_rps"], ".3f")),
+        ]
+        if self.goodput:
+            columns += [("goodput req/s", 13, lambda r: _fmt(r["goodput_rps"], ".3f")),
+                        ("attainment", 10, lambda r: _fmt(r["slo_attainment"], ".1%"))]
+        columns.append(("output tok/s", 12, lambda r: _fmt(r["output_tokens_per_s"], ".1f")))
+        if fleet:
+            columns += [("$/hour", 7, lambda r: _fmt(r["dollars_per_hour"], ".2f")),
+                        ("$/M tokens", 10, lambda r: _fmt(r["cost_per_million_tokens"], ".2f")),
+                        ("MBU", 6, lambda r: _fmt(r["mbu"], ".1%"))]
+        else:
+            columns.append(("GPU util", 8, lambda r: _fmt(r["gpu_utilization"], ".1%")))
+            if has_mbu:
+                columns.append(("MBU", 6, lambda r: _fmt(r["mbu"], ".1%")))
+            columns += [("$/M tokens", 10, lambda r: _fmt(r["cost_per_million_tokens"], ".2f")),
+                        ("Jain", 6, lambda r: _fmt(r["jain_fairness"], ".4f"))]
+        columns.append(("rejected", 8, lambda r: _fmt(r["rejected_fraction"], ".1%")))
+        columns += [(p, max(10, len(p)), lambda r, p=p: _fmt(r[p], ".4g")) for p in extra]
+        columns.append(("runs", 4, lambda r: str(r["runs"])))
+        lines = ["  ".join(f"{head:>{width}}" for head, width, _ in columns)]
+        for row in rows:
+            lines.append("  ".join(f"{cell(row):>{width}}" for _, width, cell in columns))
+        return lines
+
+    def _load_cell(self, row: dict[str, Any]) -> str:
+        if row["status"] == STATUS_FAILS_AT_MIN:
+            return f"<{self.settings.min_load:.3g}"
+        if row["status"] == STATUS_HOLDS_AT_MAX:
+            return f">={row['max_load']:.4g}"
+        return f"{row['max_load']:.4g}"
 
     def recommendation_text(self) -> str:
         rec = self.recommendation
@@ -325,9 +416,12 @@ class Plan:
         if rec.gpus is None:
             return f"target {rec.target_rps:g} req/s: {rec.note}"
         m = rec.check.metrics
+        goodput = (f"goodput {_fmt(m.get('goodput_rps'), '.3f')} req/s "
+                   f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), "
+                   if self.goodput else "")
         text = (f"target {rec.target_rps:g} req/s: cheapest is {rec.gpus} GPU"
                 f"{'s' if rec.gpus > 1 else ''} (${rec.dollars_per_hour:.2f}/hour); at the target "
-                f"it runs at {_fmt(m.get('gpu_utilization'), '.1%')} utilisation, "
+                f"it runs at {_fmt(m.get('gpu_utilization'), '.1%')} utilisation, {goodput}"
                 f"{_fmt(m.get('cost_per_million_tokens'), '.2f')} $ per million output tokens, "
                 + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in self.slos))
         return text + (f" ({rec.note})" if rec.note else "")
@@ -343,8 +437,69 @@ class Plan:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
-_TABLE_PATHS = ("offered_rps", "throughput_tokens_per_s", "gpu_utilization",
-                "cost_per_million_tokens", "jain_fairness", "rejected_fraction")
+@dataclass
+class FleetPlan:
+    """One :class:`Plan` per GPU type (the same SLOs, trace and searches on each type's GPUs),
+    and the cheapest (type, count) that meets the SLOs at the target, confirmed by a run."""
+
+    plans: dict[str, Plan]
+    recommendation: Recommendation | None = None
+    scenarios: dict[str, Scenario] = field(default_factory=dict)  # each type's scenario
+
+    @property
+    def first(self) -> Plan:
+        return next(iter(self.plans.values()))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per (GPU type, GPU count), types in the order given."""
+        return [row for plan in self.plans.values() for row in plan.rows()]
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first.to_dict()
+        keep = ("scenario", "trace", "slos", "goodput_targets", "search", "rps_at_load_1")
+        return {**{k: first[k] for k in keep if k in first},
+                "gpu_types": {name: {"price_per_hour": plan.price_per_hour,
+                                     "rows": plan.rows(), "searches": plan.search_runs()}
+                              for name, plan in self.plans.items()},
+                "recommendation": None if self.recommendation is None
+                else self.recommendation.to_dict()}
+
+    def table(self) -> str:
+        lines = list(self.first.heading())
+        for name, plan in self.plans.items():
+            lines.append(f"{name} (${plan.price_per_hour:.4g} per GPU-hour)")
+            lines += plan.table_lines(fleet=True)
+        if self.recommendation is not None:
+            lines.append(self.recommendation_text())
+        return "\n".join(lines)
+
+    def recommendation_text(self) -> str:
+        rec = self.recommendation
+        if rec is None:
+            return ""
+        if rec.gpus is None:
+            return f"target {rec.target_rps:g} req/s: {rec.note}"
+        m = rec.check.metrics
+        plan = self.plans[rec.gpu_type]
+        goodput = (f"goodput {_fmt(m.get('goodput_rps'), '.3f')} req/s "
+                   f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), "
+                   if plan.goodput else "")
+        text = (f"target {rec.target_rps:g} req/s: cheapest is {rec.gpus} x {rec.gpu_type} "
+                f"(${rec.dollars_per_hour:.2f}/hour); at the target: {goodput}"
+                f"{_fmt(m.get('cost_per_million_tokens'), '.2f')} $ per million output tokens, "
+                f"MBU {_fmt(m.get('mbu'), '.1%')}, "
+                + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in plan.slos))
+        return text + (f" ({rec.note})" if rec.note else "")
+
+    def write_csv(self, path: str | Path) -> None:
+        from .sweep import write_rows_csv
+
+        write_rows_csv(path, self.rows())
+
+    def write_json(self, path: str | Path) -> None:
+        from ..io.trace import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -366,9 +521,53 @@ def parse_gpu_counts(text: str) -> list[int]:
     return sorted(counts)
 
 
+def parse_gpu_types(text: str) -> dict[str, dict[str, Any]]:
+    """``"A100-80GB,H100-SXM-80GB,my_gpu.toml"`` -> {label: GPU tables} for
+    :meth:`Scenario.with_gpu`: a catalogue name gives ``{"gpu": {"preset": name}}``; a path
+    ending in ``.toml`` is read as a GPU file (``apslab calibrate``'s output), labelled by its
+    ``[gpu] name`` (or the file's stem). Unknown names are an InputError with a suggestion."""
+    types: dict[str, dict[str, Any]] = {}
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            raise InputError(f"--gpu-types {text!r}: empty GPU type")
+        if item.endswith(".toml"):
+            tables = load_gpu_tables(item)
+            label = tables["gpu"].get("name") or Path(item).stem
+        else:
+            entry = lookup(item)
+            if entry is None:
+                raise InputError(f"--gpu-types {text!r}: {item!r} is not in the GPU catalogue"
+                                 f"{suggestion(item)}; types: {', '.join(catalogue_names())}, "
+                                 "or a GPU file (.toml) from apslab calibrate")
+            label, tables = entry.name, {"gpu": {"preset": entry.name}}
+        if label in types:
+            raise InputError(f"--gpu-types {text!r}: {label!r} is given twice")
+        types[label] = tables
+    return types
+
+
 def _search_task(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
                  settings: SearchSettings, rps_at_load_1: float | None) -> GpuSearch:
     return search_max_load(scenario, trace, slos, settings, rps_at_load_1)
+
+
+def _check_plan_inputs(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
+                       gpu_counts: Sequence[int], target_rps: float | None,
+                       settings: SearchSettings) -> float | None:
+    """Validate SLO paths and the target before any search runs; the rate at load 1."""
+    if not slos:
+        raise InputError("give at least one --slo (e.g. --slo 'queue_wait_s.p99<=2') or "
+                         "--min-attainment with --goodput")
+    check_slo_paths(slos, probe_metrics(scenario, trace, max(gpu_counts), settings.seed,
+                                        settings.goodput))
+    rps = base_rps(scenario, trace)
+    if target_rps is not None:
+        if not (math.isfinite(target_rps) and target_rps > 0):
+            raise InputError(f"--target-rps must be a number > 0, got {target_rps!r}")
+        if rps is None:
+            raise InputError("--target-rps needs a trace that spans some time (or a workload)")
+    return rps
 
 
 def plan_capacity(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
@@ -381,16 +580,8 @@ def plan_capacity(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
     Each GPU count's search is one task for :func:`apslab.plan.sweep.map_ordered`, so a process pool
     or a Dask cluster runs them side by side; results do not depend on where they ran.
     """
-    if not slos:
-        raise InputError("give at least one --slo, e.g. --slo 'queue_wait_s.p99<=2'")
     gpu_counts = sorted(set(gpu_counts))
-    check_slo_paths(slos, probe_metrics(scenario, trace, max(gpu_counts), settings.seed))
-    rps = base_rps(scenario, trace)
-    if target_rps is not None:
-        if not (math.isfinite(target_rps) and target_rps > 0):
-            raise InputError(f"--target-rps must be a number > 0, got {target_rps!r}")
-        if rps is None:
-            raise InputError("--target-rps needs a trace that spans some time (or a workload)")
+    rps = _check_plan_inputs(scenario, trace, slos, gpu_counts, target_rps, settings)
     handle = scatter(trace) if (scatter is not None and trace is not None) else trace
     tasks = [(scenario.with_overrides({"cluster.gpus": g}), handle, list(slos), settings, rps)
              for g in gpu_counts]
@@ -405,6 +596,38 @@ def plan_capacity(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
     return plan
 
 
+def plan_fleet(scenarios: Mapping[str, Scenario], trace: Trace | None, slos: Sequence[SLO],
+               gpu_counts: Sequence[int], *, target_rps: float | None = None,
+               settings: SearchSettings = SearchSettings(), executor: Executor | None = None,
+               progress: bool = True, scatter: Callable[[Trace], Any] | None = None,
+               trace_label: str | None = None) -> FleetPlan:
+    """:func:`plan_capacity` for several GPU types at once (``{label: scenario}``, each the
+    scenario on that type's GPUs): every (type, count) search is one task, all submitted
+    together; then the cheapest (type, count) for the target (:func:`recommend_fleet`)."""
+    if not scenarios:
+        raise InputError("--gpu-types names no GPU type")
+    gpu_counts = sorted(set(gpu_counts))
+    first = next(iter(scenarios.values()))
+    rps = _check_plan_inputs(first, trace, slos, gpu_counts, target_rps, settings)
+    handle = scatter(trace) if (scatter is not None and trace is not None) else trace
+    keys = [(label, g) for label in scenarios for g in gpu_counts]
+    tasks = [(scenarios[label].with_overrides({"cluster.gpus": g}), handle, list(slos), settings,
+              rps) for label, g in keys]
+    searches = map_ordered(_search_task, tasks, executor, progress, desc="plan")
+    if trace_label is None:
+        trace_label = ("generated workload" if trace is None
+                       else f"trace {trace.source} ({len(trace)} requests)")
+    plans = {label: Plan(first.source, trace_label, list(slos), settings, rps,
+                         scenario.gpu.price_per_hour,
+                         [s for (key, _g), s in zip(keys, searches, strict=True) if key == label],
+                         gpu_type=label)
+             for label, scenario in scenarios.items()}
+    fleet = FleetPlan(plans, scenarios=dict(scenarios))
+    if target_rps is not None:
+        fleet.recommendation = recommend_fleet(fleet, scenarios, trace, target_rps)
+    return fleet
+
+
 def recommend(plan: Plan, scenario: Scenario, trace: Trace | None, target_rps: float
               ) -> Recommendation:
     """The fewest GPUs whose maximum reaches ``target_rps``, confirmed at the target load."""
@@ -414,7 +637,8 @@ def recommend(plan: Plan, scenario: Scenario, trace: Trace | None, target_rps: f
         if search.best is None or search.best.metrics["offered_rps"] < target_rps:
             continue
         point = evaluate(scenario.with_overrides({"cluster.gpus": search.gpus}), trace,
-                         plan.slos, load, plan.settings.seed, plan.rps_at_load_1)
+                         plan.slos, load, plan.settings.seed, plan.rps_at_load_1,
+                         plan.settings.goodput)
         if point.passed:
             note = (f"{', '.join(map(str, skipped))} GPUs reached the target in the search but "
                     "missed an SLO at exactly the target load" if skipped else "")
@@ -432,6 +656,39 @@ def recommend(plan: Plan, scenario: Scenario, trace: Trace | None, target_rps: f
     return Recommendation(target_rps, None, None, None,
                           f"no GPU count in {counts[0]}..{counts[-1]} sustains it within the "
                           f"SLOs; {most}")
+
+
+def recommend_fleet(fleet: FleetPlan, scenarios: Mapping[str, Scenario], trace: Trace | None,
+                    target_rps: float) -> Recommendation:
+    """The cheapest (type, count) by $/hour (price per GPU-hour x count; ties: fewer GPUs,
+    then the order of the types) whose highest load in the search reaches ``target_rps``,
+    confirmed by a run at exactly the target load; candidates whose confirming run misses an
+    SLO are skipped, and the note says so."""
+    candidates = []
+    for order, (label, plan) in enumerate(fleet.plans.items()):
+        for search in plan.searches:
+            if search.best is not None and search.best.metrics["offered_rps"] >= target_rps:
+                candidates.append((plan.price_per_hour * search.gpus, search.gpus, order,
+                                   label))
+    skipped = []
+    for dollars, gpus, _order, label in sorted(candidates):
+        plan = fleet.plans[label]
+        point = evaluate(scenarios[label].with_overrides({"cluster.gpus": gpus}), trace,
+                         plan.slos, target_rps / plan.rps_at_load_1, plan.settings.seed,
+                         plan.rps_at_load_1, plan.settings.goodput)
+        if point.passed:
+            note = (f"{', '.join(skipped)} reached the target in the search but missed an SLO "
+                    "at exactly the target load" if skipped else "")
+            return Recommendation(target_rps, gpus, point, dollars, note, gpu_type=label)
+        skipped.append(f"{gpus} x {label}")
+    counts = [s.gpus for s in fleet.first.searches]
+    best = [(s.best.metrics["offered_rps"], s.gpus, label)
+            for label, plan in fleet.plans.items() for s in plan.searches if s.best is not None]
+    most = (f"the most is {max(best)[0]:.3f} req/s on {max(best)[1]} x {max(best)[2]}"
+            if best else "none meets them even at the lowest load")
+    return Recommendation(target_rps, None, None, None,
+                          f"no GPU type and count in {counts[0]}..{counts[-1]} sustains it "
+                          f"within the SLOs; {most}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_complet
 from pathlib import Path
 from typing import Any
 
+from ..core.metrics import GoodputTargets
 from ..io.errors import InputError
 from ..io.scenario import Scenario
 from ..io.trace import Trace, atomic_writer, csv_field
@@ -73,9 +74,11 @@ def base_rps(scenario: Scenario, trace: Trace | None) -> float | None:
 
 
 def run_metrics(scenario: Scenario, trace: Trace | None, load: float = 1.0,
-                seed: int | None = None, rps_at_load_1: float | None = None) -> dict[str, Any]:
-    """Simulate one run and return its flattened metrics (see :func:`metrics_of`)."""
-    summary = simulate(scenario, trace_at_load(scenario, trace, load, seed)).summary()
+                seed: int | None = None, rps_at_load_1: float | None = None,
+                goodput: GoodputTargets | None = None) -> dict[str, Any]:
+    """Simulate one run and return its flattened metrics (see :func:`metrics_of`); ``goodput``
+    targets add goodput_rps and slo_attainment."""
+    summary = simulate(scenario, trace_at_load(scenario, trace, load, seed)).summary(goodput)
     offered = None if rps_at_load_1 is None else rps_at_load_1 * load
     return metrics_of(summary, offered)
 
@@ -232,14 +235,14 @@ def map_ordered(fn: Callable, arg_tuples: Sequence[tuple], executor: Executor | 
 
 
 def _sweep_task(scenario: Scenario, trace: Trace | None, load: float, seed: int | None,
-                rps: float | None) -> dict[str, Any]:
-    return run_metrics(scenario, trace, load, seed, rps)
+                rps: float | None, goodput: GoodputTargets | None = None) -> dict[str, Any]:
+    return run_metrics(scenario, trace, load, seed, rps, goodput)
 
 
 def run_sweep(scenario: Scenario, grid: Mapping[str, Sequence[Any]], trace: Trace | None = None,
               *, seed: int | None = None, executor: Executor | None = None,
-              progress: bool = True, scatter: Callable[[Trace], Any] | None = None
-              ) -> list[dict[str, Any]]:
+              progress: bool = True, scatter: Callable[[Trace], Any] | None = None,
+              goodput: GoodputTargets | None = None) -> list[dict[str, Any]]:
     """One row per grid point (in grid order): the point's parameters, then its metrics.
 
     Every point's scenario is built and validated before anything runs, so a typo in a key or a
@@ -252,7 +255,8 @@ def run_sweep(scenario: Scenario, grid: Mapping[str, Sequence[Any]], trace: Trac
     tasks = []
     for point, point_scenario in zip(points, scenarios, strict=True):
         load = float(point.get(LOAD_KEY, 1.0))
-        tasks.append((point_scenario, handle, load, seed, base_rps(point_scenario, trace)))
+        tasks.append((point_scenario, handle, load, seed, base_rps(point_scenario, trace),
+                      goodput))
     results = map_ordered(_sweep_task, tasks, executor, progress, desc="sweep")
     return [{**point, **metrics} for point, metrics in zip(points, results, strict=True)]
 

@@ -23,6 +23,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 from ..core.gpu import RooflineGPU
+from ..io.measurements import MeasurementRows
 
 PARAMETERS = ("eta_bandwidth", "eta_flops", "overhead_s")
 _LOWER = np.array([1e-3, 1e-3, 0.0])
@@ -225,3 +226,80 @@ def replay_benchmark(gpu: RooflineGPU, input_len: int, output_len: int, batch_si
                            float(result.first_token_s.mean()),
                            float(batch_size * output_len / result.finish_s.max()),
                            float(decode))
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement files (apslab calibrate) and a benchmark result written by the engine itself
+
+
+def from_rows(rows: MeasurementRows) -> Measurements:
+    """Measurements from rows read by :func:`apslab.io.measurements.read_measurement_file`
+    (labels are the rows' sources)."""
+    return measurements(rows.kind, rows.input_len, rows.output_len, rows.batch_size, rows.value,
+                        rows.label)
+
+
+def bench_serve_result(gpu: RooflineGPU, input_lens: list[int], output_lens: list[int], *,
+                       detailed: bool = True, label: str = "apslab") -> dict:
+    """What ``vllm bench serve --max-concurrency 1 --save-result [--save-detailed]`` would write
+    for these requests on ``gpu``, measured on the continuous engine: the requests are sent one
+    at a time (each arrives after the previous one finished, so it runs alone on the GPU), and
+    every time is the engine's: ``ttfts`` (first token - arrival), ``itls`` (gaps between
+    consecutive tokens, from the iteration log), ``latencies`` (finish - arrival) and vLLM's
+    aggregate fields (ms). ``detailed=False`` leaves out the per-request arrays, as vLLM does
+    without ``--save-detailed``. Prompts must fit the default token budget (2,048 tokens) so
+    that each prefill is one iteration, as the calibration's cost model assumes.
+    """
+    from ..io.scenario import Scenario, SchedulerConfig, TenantConfig
+    from ..io.trace import Trace
+    from .continuous import simulate_continuous
+
+    if len(input_lens) != len(output_lens) or not input_lens:
+        raise ValueError("give one output length per prompt length, at least one request")
+    sched = SchedulerConfig(batching="continuous", batch_window_ms=0.0, max_num_seqs=1)
+    if max(input_lens) > sched.max_num_batched_tokens:
+        raise ValueError(f"prompts longer than {sched.max_num_batched_tokens} tokens are "
+                         "prefilled in chunks, which the calibration's cost model does not")
+    cost = gpu.iteration_cost()
+    arrivals, t = [], 0.0
+    for p, o in zip(input_lens, output_lens, strict=True):
+        arrivals.append(t)  # the next arrives a second after this one can possibly finish
+        t += cost.static_batch_seconds([p], o) + 1.0
+    scenario = Scenario(gpu=gpu, scheduler=sched, tenants=(TenantConfig("bench", 1e30, 1e30),),
+                        source="<bench>")
+    trace = Trace.from_columns(arrivals, ["bench"] * len(arrivals), list(input_lens),
+                               list(output_lens))
+    result = simulate_continuous(scenario, trace, keep_iterations=True)
+    log = result.iteration_log
+    ends = log.start_s + log.duration_s
+    ttfts = (result.first_token_s - trace.arrival_s).tolist()
+    latencies = (result.finish_s - trace.arrival_s).tolist()
+    itls = []
+    for i in range(len(arrivals)):
+        mine = ends[(log.start_s >= result.first_token_s[i]) & (ends <= result.finish_s[i])]
+        token_times = np.concatenate(([result.first_token_s[i]], mine))
+        itls.append(np.diff(token_times).tolist())
+    tpots = [(lat - ttft) / (o - 1) for lat, ttft, o in zip(latencies, ttfts, output_lens,
+                                                              strict=True) if o > 1]
+    flat_itls = [x for gaps in itls for x in gaps]
+    duration = float(sum(latencies))
+    out: dict = {
+        "date": "apslab", "backend": "apslab", "label": label, "model_id": gpu.model.name,
+        "num_prompts": len(arrivals), "request_rate": "inf", "burstiness": 1.0,
+        "max_concurrency": 1, "duration": duration, "completed": len(arrivals), "failed": 0,
+        "total_input_tokens": int(sum(input_lens)), "total_output_tokens": int(sum(output_lens)),
+        "request_throughput": len(arrivals) / duration,
+        "output_throughput": sum(output_lens) / duration,
+        "total_token_throughput": (sum(input_lens) + sum(output_lens)) / duration,
+    }
+    if detailed:
+        out.update({"input_lens": list(map(int, input_lens)),
+                    "output_lens": list(map(int, output_lens)), "ttfts": ttfts, "itls": itls,
+                    "latencies": latencies, "errors": [""] * len(arrivals)})
+    for name, values in (("ttft", ttfts), ("tpot", tpots), ("itl", flat_itls),
+                         ("e2el", latencies)):
+        ms = np.asarray(values or [0.0]) * 1000
+        out.update({f"mean_{name}_ms": float(ms.mean()), f"median_{name}_ms": float(np.median(ms)),
+                    f"std_{name}_ms": float(ms.std()),
+                    f"p99_{name}_ms": float(np.percentile(ms, 99))})
+    return out

@@ -13,7 +13,16 @@ import sys
 import numpy as np
 
 from ..core.limiter import UNKNOWN_TENANT
-from ..io.arguments import add_trace_arguments, check_distinct_paths, check_seed, load_trace_for
+from ..io.arguments import (
+    add_goodput_argument,
+    add_gpu_file_argument,
+    add_trace_arguments,
+    apply_gpu_file,
+    check_distinct_paths,
+    check_seed,
+    load_trace_for,
+    parse_goodput,
+)
 from ..io.errors import InputError
 from ..io.scenario import load_scenario
 from ..io.trace import write_trace
@@ -36,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--seed", type=int, default=None,
                      help="seed for the generated workload (default: the [workload] seed, else 0; "
                           "a --trace has no randomness, so it ignores this)")
+    add_goodput_argument(sim)
+    add_gpu_file_argument(sim)
     sim.add_argument("--quiet", action="store_true", help="do not print the summary table")
     sim.set_defaults(func=run_simulate)
 
@@ -64,17 +75,19 @@ def warn_unknown_tenants(result: SimulationResult, stderr=None) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    check_distinct_paths({"scenario": args.scenario, "--trace": args.trace},
+    check_distinct_paths({"scenario": args.scenario, "--trace": args.trace,
+                          "--gpu": args.gpu_file},
                          {"--summary": args.summary, "--requests": args.requests,
                           "--iterations": args.iterations})
-    scenario = load_scenario(args.scenario)
+    goodput = parse_goodput(args.goodput)
+    scenario = apply_gpu_file(load_scenario(args.scenario), args.gpu_file)
     if args.iterations and not scenario.scheduler.continuous:
         raise InputError(f"--iterations needs [scheduler] batching = \"continuous\" "
                          f"({scenario.source} runs static batches; --requests lists them)")
     trace = load_trace_for(scenario, args)
     result = simulate(scenario, trace, keep_iterations=bool(args.iterations))
     warn_unknown_tenants(result)
-    summary = result.summary()
+    summary = result.summary(goodput)
     if args.requests:
         write_requests(args.requests, result)
     if args.summary:

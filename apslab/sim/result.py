@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.limiter import ADMITTED, REASON_NAMES
+from ..core.metrics import GoodputTargets
 from ..io.scenario import Scenario
 from ..io.trace import Trace
 from .summary import summarize
@@ -50,9 +51,10 @@ class RunResult:
         names = REASON_NAMES
         return [names[r] for r in self.reason.tolist()]
 
-    def summary(self) -> dict:
-        """SUMMARY.json as a dict (see :func:`apslab.sim.summary.summarize`)."""
-        return summarize(self)
+    def summary(self, goodput: GoodputTargets | None = None) -> dict:
+        """SUMMARY.json as a dict (see :func:`apslab.sim.summary.summarize`); ``goodput``
+        targets add goodput_rps and slo_attainment."""
+        return summarize(self, goodput)
 
 
 @dataclass

@@ -14,11 +14,15 @@ import numpy as np
 from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.limiter import REASON_NAMES
 from ..core.metrics import (
+    GoodputTargets,
     cost_per_million_tokens,
+    goodput_rps,
     gpu_utilization,
     grouped_percentile,
     jain_fairness,
     latency_stats,
+    meets_targets,
+    slo_attainment,
     tenant_table,
     throughput_tokens_per_s,
 )
@@ -40,13 +44,15 @@ def limit_reasons(scenario) -> list[str]:
     return names
 
 
-def summarize(result: RunResult) -> dict:
+def summarize(result: RunResult, goodput: GoodputTargets | None = None) -> dict:
     """SUMMARY.json of a run, computed from its columns.
 
     Every engine reports requests, elapsed time, throughput, GPU utilisation, cost, Jain's
     index, queue wait and latency, GPUs and tenants. The static engine adds ``batches``; the
     continuous engine adds ``ttft_s``, ``tpot_s``, ``max_tbt_s``, ``preemptions``,
-    ``iterations``, ``kv_block_utilization``, ``mbu`` and ``mfu``.
+    ``iterations``, ``kv_block_utilization``, ``mbu`` and ``mfu``. With ``goodput`` targets
+    (any engine) it adds ``goodput_rps``, ``slo_attainment`` and ``goodput_targets``, and
+    ``goodput_rps`` and ``slo_attainment`` to every tenant's row (see :func:`goodput_keys`).
     """
     scenario, trace = result.scenario, result.trace
     gpus = scenario.cluster.gpus
@@ -118,6 +124,8 @@ def summarize(result: RunResult) -> dict:
     for tenant_id, service in zip(tenant_ids, weighted_service(result), strict=True):
         per_tenant[tenant_id]["weighted_service"] = service
     summary["tenants"] = per_tenant
+    if goodput:
+        summary.update(goodput_keys(result, goodput, elapsed, per_tenant, tenant_ids))
     return summary
 
 
@@ -186,6 +194,50 @@ def static_service_difference(result: RunResult) -> float | None:
             tracker.changed.add(u)
     tracker.settle(previous)
     return tracker.max_difference
+def token_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    """(TTFT, TPOT) of every request, in trace-row order (NaN where undefined).
+
+    The continuous engine records each request's first token: TTFT = first token - arrival,
+    TPOT = (finish - first token) / (O - 1), NaN when O = 1. The static engine returns a
+    request's whole response when its batch finishes, so its first token *is* its last:
+    TTFT = finish - arrival (the latency) and TPOT = 0 (every token arrives at once; NaN when
+    O = 1). Rejected requests have NaN for both.
+    """
+    trace = result.trace
+    multi = trace.output_tokens >= 2
+    first = getattr(result, "first_token_s", None)
+    if first is None:
+        ttft = result.finish_s - trace.arrival_s
+        tpot = np.where(multi & ~np.isnan(result.finish_s), 0.0, np.nan)
+        return ttft, tpot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(multi, (result.finish_s - first)
+                        / np.maximum(trace.output_tokens - 1, 1), np.nan)
+    return first - trace.arrival_s, tpot
+
+
+def goodput_keys(result: RunResult, targets: GoodputTargets, elapsed: float,
+                 per_tenant: dict, tenant_ids: list[str]) -> dict:
+    """``goodput_rps``, ``slo_attainment`` and ``goodput_targets`` of a run (and the first two in
+    every tenant's row): good requests met every target (:func:`apslab.core.metrics.meets_targets`
+    on :func:`token_times`)."""
+    trace = result.trace
+    ttft, tpot = token_times(result)
+    good = meets_targets(result.completed, ttft, tpot, result.finish_s - trace.arrival_s,
+                         targets)
+    count = int(good.sum())
+    known = result.tenant_index >= 0
+    good_per_tenant = np.bincount(result.tenant_index[good & known],
+                                  minlength=len(tenant_ids))
+    for i, tenant_id in enumerate(tenant_ids):
+        row = per_tenant[tenant_id]
+        row["goodput_rps"] = goodput_rps(int(good_per_tenant[i]), elapsed)
+        row["slo_attainment"] = slo_attainment(int(good_per_tenant[i]), row["submitted"])
+    return {
+        "goodput_rps": goodput_rps(count, elapsed),
+        "slo_attainment": slo_attainment(count, len(trace)),
+        "goodput_targets": targets.to_dict(),
+    }
 
 
 def _continuous_keys(result, elapsed: float, per_tenant: dict, tenant_ids: list[str]) -> dict:
@@ -263,6 +315,10 @@ def format_summary(summary: dict, title: str = "apslab") -> str:
     for (label, _), row in zip(rows, cells, strict=True):
         text = "".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True))
         lines.append(f"  {label:<16}{text}".rstrip())
+    if "goodput_rps" in summary:
+        targets = GoodputTargets(**summary["goodput_targets"])
+        lines.append(f"  goodput         {_fmt(summary['goodput_rps'], '.3f', ' req/s')} met "
+                     f"{targets} ({_fmt(summary['slo_attainment'], '.1%')} of submitted)")
     if "batches" in summary:
         batches = summary["batches"]
         lines.append(f"  batches         {batches['count']}, mean size "
