@@ -20,13 +20,14 @@ from conftest import ROOT, doc_text
 # nothing about its numbers (they are the reported scenario's).
 LAB_NOTEBOOKS = ["00_overview", "01_token_bucket", "02_lazy_aging_queue",
                  "03_micro_batching_kv_cache", "04_a100_model_and_sqrt_fit",
-                 "05_latency_and_fairness", "07_live_service", "08_continuous_batching"]
+                 "05_latency_and_fairness", "07_live_service", "08_continuous_batching",
+                 "09_fair_sharing"]
 NOTEBOOKS = sorted(LAB_NOTEBOOKS + ["06_capacity_planning"])
 # Notebooks whose checker already follows the nbgrader convention: it raises AssertionError (the
 # feedback) on a wrong answer and returns its result on a right one. Their exercise is the stub
 # and its check (tagged raises-exception: the stored error is the feedback), then the reference
 # solution between nbgrader's solution markers, collapsed, and its check in the next cell.
-RAISING_CHECKERS = ["08_continuous_batching"]
+RAISING_CHECKERS = ["08_continuous_batching", "09_fair_sharing"]
 RAISES = "raises-exception"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_APP = r"\b\w+App\(|\bPlanExplorer\("

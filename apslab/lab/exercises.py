@@ -8,7 +8,9 @@ mistake is. It returns a :class:`CheckResult`, which notebooks display as a few 
 
 from __future__ import annotations
 
+import heapq
 import math
+import numbers
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +24,10 @@ from ..core.continuous_batcher import ContinuousBatcher
 from ..core.kv_blocks import blocks_for
 from ..core.limiter import TokenBucket
 from ..core.metrics import jain_fairness
-from ..core.policies import PriorityPolicy
+from ..core.policies import PriorityPolicy, VTCPolicy
+from ..io.trace import Trace
+from ..sim.run import simulate
+from . import fairness_lab
 from .appkit import CheckResult
 
 
@@ -844,6 +849,280 @@ def check_scheduling_round(student: Callable) -> CheckResult:
 
     result = _run("scheduling round", [(c.name, make_check(i, c)) for i, c in enumerate(cases)],
                   "Same rounds as apslab.core.continuous_batcher.ContinuousBatcher.schedule.")
+    if not result.passed:
+        raise AssertionError(str(result))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# 09: the Virtual Token Counter's lift
+#
+# Same convention as notebook 08's: the CheckResult when every case passes, AssertionError with
+# the whole feedback at the first disagreement, nothing printed.
+
+
+@dataclass(frozen=True)
+class LiftCase:
+    """The moment a request of ``tenant`` joins VTC's waiting queue.
+
+    ``counters`` maps every tenant to its counter (service received, divided by its share);
+    ``waiting`` are the tenants that have waiting requests just before this one joins.
+    """
+
+    name: str
+    counters: dict[str, float]
+    waiting: frozenset[str]
+    tenant: str
+
+    def arguments(self) -> tuple:
+        """Fresh copies, so a function that changes its arguments cannot change the case."""
+        return dict(self.counters), set(self.waiting), self.tenant
+
+    def describe(self) -> str:
+        counters = ", ".join(f"{name} {value:g}" for name, value in self.counters.items())
+        waiting = ", ".join(sorted(self.waiting)) or "nobody"
+        return f"counters {{{counters}}}, waiting: {waiting}; a request of {self.tenant} joins"
+
+
+def engine_lift(case: LiftCase) -> float:
+    """What :meth:`apslab.core.policies.VTCPolicy.push` makes of the case: a real policy is
+    given one waiting request of every tenant in ``case.waiting``, its counters are set to the
+    case's, and the tenant's request is pushed; returns the tenant's counter after it."""
+    names = list(case.counters)
+    policy = VTCPolicy([1.0] * len(names))
+    arrivals = [name for name in names if name in case.waiting] + [case.tenant]
+    for handle, name in enumerate(arrivals):
+        policy.add(handle, neg_key=0.0, arrival_s=float(handle), request_id=handle,
+                   tenant=names.index(name))
+    for handle in range(len(arrivals) - 1):
+        policy.push(handle)
+    policy.counters = [float(case.counters[name]) for name in names]
+    policy.push(len(arrivals) - 1)
+    return policy.counters[names.index(case.tenant)]
+
+
+def _lift_variant(counters, waiting, tenant, *, already_waiting=False, self_in_min=False,
+                  max_of_others=False, lowers=False, lift_when_alone=False, all_tenants=False):
+    """The lift as a student might write it, with one mistake switched on (with none, VTC's)."""
+    own = counters[tenant]
+    if tenant in waiting and not already_waiting:
+        return own
+    if all_tenants:
+        pool = [value for name, value in counters.items() if name != tenant]
+    else:
+        pool = [counters[name] for name in waiting if name != tenant]
+        if self_in_min:
+            pool.append(own)
+        if lift_when_alone and not pool:
+            pool = [value for name, value in counters.items() if name != tenant]
+    if not pool:
+        return own
+    target = max(pool) if max_of_others else min(pool)
+    return target if lowers else max(own, target)
+
+
+LIFT_MISTAKES = {
+    "already_waiting": "only a tenant that had no waiting request is lifted: one that already "
+                       "waits has been competing all along and keeps its counter",
+    "self_in_min": "the min is over the *other* tenants that have waiting requests; with the "
+                   "tenant itself in it (or with no lift at all) its counter never moves",
+    "max_of_others": "lift to the *smallest* counter among the others that wait, not the "
+                     "largest: the newcomer competes from where the least-served waiting tenant "
+                     "stands",
+    "lowers": "the lift is max(own counter, min of the others): a counter never goes down, or "
+              "service a tenant already received would be forgotten",
+    "lift_when_alone": "when no other tenant has waiting requests there is nobody to catch up "
+                       "with: the counter stays as it is",
+    "all_tenants": "only tenants with waiting requests count in the min: an idle tenant's "
+                   "counter says nothing about where the competition stands",
+}
+
+
+def _lift_case(name, counters, waiting, tenant) -> LiftCase:
+    return LiftCase(name, {k: float(v) for k, v in counters.items()}, frozenset(waiting), tenant)
+
+
+def _replay_scenario_and_trace():
+    """The engine replay: notebook 09's GPU for 30 s, a flood beside two tenants that come in
+    bursts (alpha six requests at 2, 12 and 22 s, beta four at 7, 17 and 27 s). Each burst
+    finds its tenant without waiting requests, so its counter is lifted; without the lift a
+    burst would take a long turn on an old, small counter."""
+    base = fairness_lab.lab_scenario().with_overrides({"workload.duration_s": 30.0})
+    scenario = fairness_lab.shape_scenario(base, {"alpha": 0.6, "beta": 0.4, "flood": 2.5},
+                                           "vtc")
+    trace = fairness_lab.shape_trace(scenario)
+    arrival = trace.arrival_s.copy()
+    for code, (first, size) in ((0, (2.0, 6)), (1, (7.0, 4))):
+        rows = np.flatnonzero(trace.tenant_codes == code)
+        burst = np.arange(len(rows))
+        arrival[rows] = first + 10.0 * (burst // size) + 0.001 * (burst % size)
+    order = np.argsort(arrival, kind="stable")
+    return scenario, Trace(arrival[order], trace.tenant_codes[order], trace.tenant_names,
+                           trace.prompt_tokens[order], trace.output_tokens[order],
+                           trace.priority_bid[order], source="<bursts beside a flood>")
+
+
+class _RecordingVTC:
+    """Builds VTC policies that record every push: (counters, waiting, tenant) and the counter
+    after it."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.pushes: list[tuple[LiftCase, float]] = []
+
+    def policy(self, shares, input_weight, output_weight):
+        recorder = self
+
+        class Recording(VTCPolicy):
+            def push(self, handle: int) -> None:
+                names = recorder.names
+                tenant = names[self.tenant[handle]]
+                before = LiftCase("", dict(zip(names, self.counters, strict=True)),
+                                  frozenset(names[u] for u in self.backlogged), tenant)
+                super().push(handle)
+                recorder.pushes.append((before, self.counters[self.tenant[handle]]))
+
+        return Recording(shares, input_weight, output_weight)
+
+
+class _StudentVTC:
+    """Builds VTC policies whose lift is the student's function."""
+
+    def __init__(self, lift: Callable, names: Sequence[str]) -> None:
+        self.lift, self.names = lift, list(names)
+
+    def policy(self, shares, input_weight, output_weight):
+        lift, names = self.lift, self.names
+
+        class Student(VTCPolicy):
+            def push(self, handle: int) -> None:
+                tenant = self.tenant[handle]
+                counters = dict(zip(names, self.counters, strict=True))
+                waiting = {names[u] for u in self.backlogged}
+                self.counters[tenant] = float(lift(counters, waiting, names[tenant]))
+                self.backlogged.add(tenant)
+                heapq.heappush(self.queues[tenant], (self.order[handle], handle))
+                self.waiting += 1
+
+        return Student(shares, input_weight, output_weight)
+
+
+def _policy_for(scenario, factory):
+    sched = scenario.scheduler
+    return factory.policy([t.share for t in scenario.tenants], sched.vtc_input_weight,
+                          sched.vtc_output_weight)
+
+
+def _engine_lift_cases() -> list[LiftCase]:
+    """Three moments a real VTC policy went through in the engine replay's run, in the order
+    they happened: the first push that lifted a counter, the first by a tenant that already had
+    waiting requests while another waiting tenant's counter was larger (a lift would raise
+    it), and the first with nobody else waiting while another tenant's counter was larger."""
+    scenario, trace = _replay_scenario_and_trace()
+    recorder = _RecordingVTC(scenario.tenant_ids())
+    fairness_lab.run_with_policy(scenario, trace, _policy_for(scenario, recorder))
+    kinds = {
+        "lifted": lambda c, after: after > c.counters[c.tenant],
+        "already waiting": lambda c, after: c.tenant in c.waiting and any(
+            c.counters[u] > c.counters[c.tenant] for u in c.waiting if u != c.tenant),
+        "nobody else waiting": lambda c, after: not (c.waiting - {c.tenant}) and any(
+            v > c.counters[c.tenant] for u, v in c.counters.items() if u != c.tenant),
+    }
+    found: dict[str, LiftCase] = {}
+    for step, (case, after) in enumerate(recorder.pushes):
+        for kind, hit in kinds.items():
+            if kind not in found and hit(case, after):
+                found[kind] = replace(case, name=f"push {step} of a simulated run ({kind})")
+    return sorted(found.values(), key=lambda case: int(case.name.split()[1]))
+
+
+def counter_lift_cases() -> list[LiftCase]:
+    """The checker's lift cases, in order: one rule at a time, then moments of a real run."""
+    C = _lift_case  # noqa: N806
+    return [
+        C("a newcomer is lifted to the smallest counter among the waiting tenants",
+          {"a": 0, "b": 40, "c": 25}, {"b", "c"}, "a"),
+        C("only tenants with waiting requests count",
+          {"a": 0, "b": 40, "c": 25, "d": 10}, {"b", "c"}, "a"),
+        C("nobody else waits: no lift", {"a": 5, "b": 30, "c": 12}, set(), "a"),
+        C("a counter is never lowered", {"a": 50, "b": 40, "c": 25}, {"b", "c"}, "a"),
+        C("a tenant that already waits keeps its counter",
+          {"a": 3, "b": 40, "c": 25}, {"a", "b", "c"}, "a"),
+        C("one other tenant waits", {"a": 7.5, "b": 9.25, "c": 1.0}, {"b"}, "a"),
+        C("the tenant is not the first one", {"a": 12.5, "b": 7.25, "c": 30.0, "d": 7.0},
+          {"a", "c"}, "d"),
+        *_engine_lift_cases(),
+    ]
+
+
+def _explains_lift(student: Callable, flag: str, cases: Sequence[LiftCase]) -> bool:
+    for case in cases:
+        try:
+            if float(student(*case.arguments())) != _lift_variant(*case.arguments(),
+                                                                  **{flag: True}):
+                return False
+        except Exception:
+            return False
+    return True
+
+
+def check_counter_lift(student: Callable[[dict[str, float], set[str], str], float]
+                       ) -> CheckResult:
+    """``student(counters, waiting, tenant) -> the tenant's new counter``: VTC's counter lift
+    when a request of ``tenant`` joins the waiting queue (see :class:`LiftCase`).
+
+    Each case is compared with what :meth:`apslab.core.policies.VTCPolicy.push` does from the
+    same state (:func:`engine_lift`): rules one at a time, then moments of a real run. The last
+    check runs a whole trace through the continuous engine with the student's lift inside a
+    VTC policy (:func:`apslab.lab.fairness_lab.run_with_policy`): every request must start when
+    it does in the engine. At the first disagreement it raises AssertionError with the case,
+    both answers and, for each common mistake that explains every answer so far, a hint.
+    Returns the CheckResult when every case passes.
+    """
+    cases = counter_lift_cases()
+
+    def make_check(index, case):
+        def check():
+            expected = engine_lift(case)
+            got = _call(student, case.name, *case.arguments())
+            if isinstance(got, bool) or not isinstance(got, numbers.Real):
+                raise _Failed(f"{case.name}: return the tenant's new counter (a number), got "
+                              f"{got!r}")
+            if float(got) == expected:
+                return
+            messages = [f"{case.name}: {case.describe()}",
+                        f"expected {case.tenant}'s counter to be {expected:g}, yours is "
+                        f"{float(got):g}"]
+            for flag, text in LIFT_MISTAKES.items():
+                if _explains_lift(student, flag, cases[:index + 1]):
+                    messages.append(f"hint: {text}")
+            raise _Failed(*messages)
+        return check
+
+    def replay():
+        name = "a whole run through the engine"
+        scenario, trace = _replay_scenario_and_trace()
+        expected = simulate(scenario, trace).start_s
+        try:
+            got = fairness_lab.run_with_policy(scenario, trace, _policy_for(
+                scenario, _StudentVTC(student, scenario.tenant_ids())))
+        except Exception as exc:  # the student's bug, met inside the engine
+            raise _Failed(f"{name}: the engine stopped - your function raised "
+                          f"{type(exc).__name__}: {exc}") from None
+        differs = np.flatnonzero(~((got == expected) | (np.isnan(got) & np.isnan(expected))))
+        if len(differs):
+            row = int(differs[0])
+            raise _Failed(f"{name} ({len(trace)} requests of {', '.join(scenario.tenant_ids())} "
+                          f"over 30 s, policy vtc, alpha and beta in bursts): request {row} (of "
+                          f"{trace.tenant_names[trace.tenant_codes[row]]}) starts at "
+                          f"{expected[row]:.6f} s in the engine, at {got[row]:.6f} s with your "
+                          f"lift ({len(differs)} of {len(trace)} requests start at other times)")
+
+    checks = [(c.name, make_check(i, c)) for i, c in enumerate(cases)]
+    checks.append(("a whole run through the engine", replay))
+    result = _run("counter lift", checks,
+                  "Same lifts as apslab.core.policies.VTCPolicy, and the same start times as "
+                  "the engine on a whole run.")
     if not result.passed:
         raise AssertionError(str(result))
     return result

@@ -24,6 +24,7 @@ from .appkit import ADMITTED_COLOR, COLORS, REJECTED_COLOR, color, new_figure
 from .continuous_lab import EngineRun
 from .datasets import DecodeMeasurements
 from .experiments import BatchingPoint, BidClassWaits, BucketRun, ClaimRange, LoadPoint
+from .fairness_lab import FairRun, idle_gaps, service_curves
 from .fit import SEED_SPEEDUP, FitResult, SourceFits, sqrt_curve
 
 # --------------------------------------------------------------------------------------------
@@ -725,4 +726,169 @@ def busy_figure(runs: Sequence[EngineRun]) -> Figure:
     figure = new_figure(1, 1, width=7.5, height=3.6)
     ax = figure.axes[0]
     draw_busy_against_load(ax, ax.twinx(), runs)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# 09: fair sharing
+
+MECHANISM_COLORS = {"fcfs": COLORS[7], "rpm": COLORS[4], "token_bucket": COLORS[5],
+                    "priority": COLORS[1], "vtc": COLORS[2]}
+BOUND_COLOR = "#333333"
+
+
+def draw_service_over_time(ax: Axes, run: FairRun, points: int = 240) -> dict:
+    """Each tenant's cumulative weighted service over the run (:func:`apslab.lab.fairness_lab
+    .service_curves`), with a dotted line where arrivals end.
+
+    Artists: one line per tenant (by name) and ``"arrivals_end"``.
+    """
+    ax.clear()
+    result = run.result
+    finished = result.finish_s[result.completed]
+    end = float(finished.max()) if len(finished) else run.arrivals_end_s
+    times = np.linspace(0.0, max(end, run.arrivals_end_s), points)
+    curves = service_curves(result, times)
+    artists = {}
+    for index, (tenant, service) in enumerate(curves.items()):
+        artists[tenant] = ax.plot(times, service, color=color(index), label=tenant)[0]
+    artists["arrivals_end"] = ax.axvline(run.arrivals_end_s, color="#555555", ls=":", lw=1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("service received (weighted tokens)")
+    ax.set_title(f"{run.label}: service over time", fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left")
+    return artists
+
+
+def service_figure(runs: Sequence[FairRun]) -> Figure:
+    """One panel per run: each tenant's cumulative service (same axes)."""
+    figure = new_figure(1, len(runs), width=3.0 * len(runs) + 0.6, height=3.4)
+    for ax, run in zip(figure.axes, runs, strict=True):
+        draw_service_over_time(ax, run)
+        if ax is not figure.axes[0]:
+            ax.sharex(figure.axes[0])
+            ax.sharey(figure.axes[0])
+            ax.set_ylabel("")
+            ax.get_legend().remove()
+    figure.axes[0].autoscale()
+    return figure
+
+
+def draw_service_difference(ax: Axes, runs: Sequence[FairRun], bound: float | None = None
+                            ) -> dict:
+    """The engine's service-difference curve of each run (runs kept with ``keep_curve``): at
+    every instant, the largest difference between two tenants backlogged together since the
+    later of them became backlogged; a dashed line at VTC's bound. The y axis stops at 2.5
+    times the bound: a curve that leaves the top goes on to the maximum its legend entry shows.
+
+    Artists: one step line per run (by its label) and ``"bound"``.
+    """
+    ax.clear()
+    artists = {}
+    for run in runs:
+        curve = run.result.service_curve
+        if curve is None:
+            raise ValueError(f"{run.label}: run it with keep_curve=True to draw its curve")
+        artists[run.label] = ax.step(curve[:, 0], curve[:, 1], where="post", lw=1.2,
+                                     color=MECHANISM_COLORS.get(run.mechanism, color(0)),
+                                     label=f"{run.label} (max {run.service_difference:,.0f})")[0]
+    bound = runs[0].bound if bound is None and runs else bound
+    if bound is not None:
+        artists["bound"] = ax.axhline(bound, color=BOUND_COLOR, ls="--", lw=1,
+                                      label=f"VTC's bound {bound:,.0f}")
+    top = max([run.service_difference for run in runs] + [0.0])
+    ax.set_ylim(0, min(top, 2.5 * bound) * 1.05 if bound else top * 1.05 or 1.0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("service difference (weighted tokens)")
+    ax.set_title("service difference between tenants backlogged together", fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left")
+    return artists
+
+
+def service_difference_figure(runs: Sequence[FairRun]) -> Figure:
+    figure = new_figure(1, 1, width=8.0, height=3.8)
+    draw_service_difference(figure.axes[0], runs)
+    return figure
+
+
+TENANT_METRICS = (("service_in_span", "service while arrivals lasted (log scale)"),
+                  ("rejected", "rejected requests"), ("ttft_p99_s", "TTFT p99 (s, log scale)"))
+
+
+def draw_tenant_metric(ax: Axes, runs: Sequence[FairRun], field: str, ylabel: str) -> dict:
+    """One group of bars per tenant, one bar per run: a :class:`TenantOutcome` field.
+
+    Artists: one bar container per run (by its label)."""
+    ax.clear()
+    tenants = list(runs[0].tenants) if runs else []
+    x = np.arange(len(tenants))
+    width = 0.8 / max(1, len(runs))
+    artists = {}
+    for index, run in enumerate(runs):
+        values = [getattr(run.tenants[t], field) for t in tenants]
+        artists[run.label] = ax.bar(x + (index - (len(runs) - 1) / 2) * width, values,
+                                    width=width, label=run.label,
+                                    color=MECHANISM_COLORS.get(run.mechanism, color(index)))
+    ax.set_xticks(x, tenants, fontsize="small")
+    ax.set_ylabel(ylabel, fontsize="small")
+    return artists
+
+
+def tenant_bars_figure(runs: Sequence[FairRun]) -> Figure:
+    """Per tenant and run: service while arrivals lasted, rejected requests, TTFT p99."""
+    figure = new_figure(1, len(TENANT_METRICS), width=12.0, height=3.4)
+    for ax, (field, label) in zip(figure.axes, TENANT_METRICS, strict=True):
+        draw_tenant_metric(ax, runs, field, label)
+    figure.axes[0].set_yscale("log")
+    figure.axes[-1].set_yscale("log")
+    figure.axes[0].legend(fontsize="x-small", loc="upper left")
+    return figure
+
+
+def draw_idle_timeline(ax: Axes, run: FairRun, start_s: float | None = None,
+                       end_s: float | None = None) -> dict:
+    """GPU 0's busy stretches (blue) and idle ones (grey) while arrivals lasted, with a red tick
+    at every rejected request's arrival.
+
+    Artists: ``"busy"`` and ``"idle"`` (rectangle collections), ``"rejected"`` (points)."""
+    ax.clear()
+    result = run.result
+    trace = result.trace
+    first = float(trace.arrival_s.min()) if len(trace) else 0.0
+    start = first if start_s is None else start_s
+    end = run.arrivals_end_s if end_s is None else end_s
+    gaps = [(a, b) for gpu, a, b in idle_gaps(result.iteration_log, start, end) if gpu == 0]
+    edges = [start, *[edge for gap in gaps for edge in gap], end]
+    busy = [(a, b) for a, b in zip(edges[0::2], edges[1::2], strict=True) if b > a]
+    artists = {
+        "busy": rectangles(ax, [a for a, _ in busy], [b - a for a, b in busy], 0.0, 1.0,
+                           DECODE_COLOR),
+        "idle": rectangles(ax, [a for a, _ in gaps], [b - a for a, b in gaps], 0.0, 1.0,
+                           "#bbbbbb"),
+    }
+    rejected = trace.arrival_s[~result.completed]
+    rejected = rejected[(rejected >= start) & (rejected <= end)]
+    artists["rejected"] = ax.scatter(rejected, np.full(len(rejected), 1.25), marker="|", s=60,
+                                     color=REJECTED_COLOR, label="rejected request")
+    ax.set_xlim(start, end)
+    ax.set_ylim(-0.2, 1.6)
+    ax.set_yticks([])
+    ax.set_xlabel("time (s)")
+    idle = run.idle
+    ax.set_title(f"{run.label}: {idle.rejected} rejected ({idle.rejected_while_idle} at an idle "
+                 f"GPU), GPU idle {idle.idle_s:.1f} s", fontsize="small")
+    ax.legend(handles=[Patch(color=DECODE_COLOR, label="an iteration runs"),
+                       Patch(color="#bbbbbb", label="GPU idle"), artists["rejected"]],
+              fontsize="x-small", loc="upper right", ncols=3)
+    return artists
+
+
+def idle_figure(runs: Sequence[FairRun], start_s: float | None = None,
+                end_s: float | None = None) -> Figure:
+    """One timeline per run (see :func:`draw_idle_timeline`), on the same time axis."""
+    figure = new_figure(len(runs), 1, width=9.0, height=1.5 * len(runs) + 0.6)
+    for ax, run in zip(figure.axes, runs, strict=True):
+        draw_idle_timeline(ax, run, start_s, end_s)
+        if ax is not figure.axes[0]:
+            ax.sharex(figure.axes[0])
     return figure

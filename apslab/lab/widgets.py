@@ -18,8 +18,8 @@ from ..io.trace import Trace
 from ..io.workload import generate_trace
 from ..sim.summary import format_summary
 from . import experiments as lab
+from . import fairness_lab, plots
 from . import fit as fitting
-from . import plots
 from .appkit import CONTROL_STYLE, FigureApp
 from .appkit import slider as _slider
 from .continuous_lab import (
@@ -400,3 +400,74 @@ class ContinuousApp(FigureApp):
                    ("wasted tokens", "wasted_tokens", ",d"))
         return (f"{len(trace)} requests at load {v['load']:g}\n"
                 + engine_table(list(self.runs.values()), columns))
+
+
+# --------------------------------------------------------------------------------------------
+# 09
+
+
+class FairSharingApp(FigureApp):
+    """One shape of notebook 09 under one mechanism: service over time and the service
+    difference against VTC's bound.
+
+    Controls: the shape, the mechanism, the heaviest tenant's load (a multiple of its load in
+    the shape) and alpha's share (it weighs service under VTC only). Every change runs the
+    shape's trace through the engine's Python loop, which records the service-difference curve.
+    """
+
+    def __init__(self, scenario: Scenario | None = None) -> None:
+        self.base = scenario or fairness_lab.lab_scenario()
+        self.capacity = fairness_lab.capacity(self.base)
+        self._traces: dict[tuple[str, float], Trace] = {}
+        controls = {
+            "shape": widgets.Dropdown(
+                description="shape", options=[(s.title, name) for name, s in
+                                              fairness_lab.SHAPES.items()],
+                value="flood", style=CONTROL_STYLE, layout={"width": "560px"}),
+            "mechanism": widgets.ToggleButtons(
+                options=[(label, name) for name, label in
+                         fairness_lab.MECHANISM_LABELS.items()],
+                value="vtc", description="mechanism", style={"button_width": "105px"}),
+            "heavy_load": _slider(widgets.FloatSlider, "heaviest tenant's load x", value=1.0,
+                                  min=0.25, max=3.0, step=0.25),
+            "alpha_share": _slider(widgets.FloatSlider, "alpha's share (VTC)", value=1.0,
+                                   min=0.25, max=4.0, step=0.25),
+        }
+        figure = plots.new_figure(1, 2, width=12.0, height=3.8)
+        super().__init__(controls, figure)
+
+    def rates(self) -> dict[str, float]:
+        v = self.values()
+        shape = fairness_lab.SHAPES[v["shape"]]
+        return shape.rates(self.capacity, shape.loads[shape.heavy] * v["heavy_load"])
+
+    def trace_for(self, rates: dict[str, float]) -> Trace:
+        key = (self.values()["shape"], round(float(self.values()["heavy_load"]), 6))
+        if key not in self._traces:
+            scenario = fairness_lab.shape_scenario(self.base, rates, "fcfs")
+            self._traces[key] = fairness_lab.shape_trace(scenario)
+        return self._traces[key]
+
+    def scenario(self) -> Scenario:
+        v = self.values()
+        shares = {"alpha": float(v["alpha_share"])} if v["mechanism"] == "vtc" else None
+        return fairness_lab.shape_scenario(self.base, self.rates(), v["mechanism"],
+                                           cap=self.capacity, shares=shares)
+
+    def draw(self) -> str:
+        v = self.values()
+        rates = self.rates()
+        self.run = fairness_lab.run_mechanism(self.scenario(), self.trace_for(rates),
+                                              v["shape"], v["mechanism"], keep_curve=True)
+        self.artists = {
+            "service": plots.draw_service_over_time(self.figure.axes[0], self.run),
+            "difference": plots.draw_service_difference(self.figure.axes[1], [self.run]),
+        }
+        run, idle = self.run, self.run.idle
+        note = "" if v["mechanism"] == "vtc" else " (shares weigh service under VTC only)"
+        return (f"{len(run.result.trace)} requests; service difference "
+                f"{run.service_difference:,.0f} against VTC's bound {run.bound:,.0f}{note}\n"
+                f"rejected {idle.rejected} ({idle.rejected_with_room} while the GPU had room "
+                f"for them), GPU idle {idle.idle_s:.1f} s of {idle.span_s:.0f} s, "
+                f"{idle.idle_while_rejecting_s:.1f} s of it while rejecting\n"
+                + fairness_lab.tenant_table([run]))
