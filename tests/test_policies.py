@@ -278,3 +278,20 @@ def test_service_difference_by_hand():
     tracker.admitted(2, 40)  # + 40 / 2 = 20
     tracker.settle(3.0)
     assert tracker.max_difference == 20.0
+
+
+def test_the_service_curve_reaches_the_reported_maximum():
+    """The curve (sampled at the end of each instant) includes the pairs that ended during the
+    instant, so its peak is the run's service_difference; and simulate passes the request on."""
+    rng = np.random.default_rng(5)
+    rows = [(float(t), str(u), int(p), int(o), 1.0) for t, u, p, o in zip(
+        np.sort(rng.uniform(0, 4, 300)), rng.choice(["a", "b", "c"], 300, p=[0.6, 0.3, 0.1]),
+        rng.integers(20, 300, 300), rng.integers(2, 40, 300), strict=True)]
+    for policy in ("fcfs", "vtc"):
+        sc = make_scenario([{"id": t, "rate_limit": BIG, "burst_cap": BIG} for t in "abc"],
+                           scheduler={"batching": "continuous", "policy": policy,
+                                      "max_num_seqs": 4})
+        result = simulate(sc, make_trace(rows), keep_service_curve=True)
+        assert result.service_curve is not None and len(result.service_curve)
+        assert result.service_curve[:, 1].max() == result.summary()["service_difference"] > 0
+        assert np.all(np.diff(result.service_curve[:, 0]) > 0)

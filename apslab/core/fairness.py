@@ -41,6 +41,7 @@ class ServiceDifference:
         self.changed: set[int] = set()
         self.max_difference = 0.0
         self.curve: list[tuple[float, float]] | None = [] if keep_curve else None
+        self._ended = -1.0  # the largest difference of a pair that ended in this instant
 
     # -- service ------------------------------------------------------------------------------
 
@@ -68,7 +69,9 @@ class ServiceDifference:
                     baseline[other][tenant] = service[other] - service[tenant]
             self.backlogged[tenant] = True
         else:
-            self._evaluate(tenant)
+            ended = self._evaluate(tenant)
+            if ended > self._ended:
+                self._ended = ended
             self.backlogged[tenant] = False
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -90,8 +93,10 @@ class ServiceDifference:
         return largest
 
     def settle(self, now_s: float) -> None:
-        """End of an instant: evaluate the pairs of every tenant whose service changed."""
-        if not self.changed:
+        """End of an instant: evaluate the pairs of every tenant whose service changed. The
+        curve gets the largest difference of the instant: among the pairs still backlogged,
+        and of any pair that ended during it (so its maximum is ``max_difference``)."""
+        if not self.changed and self._ended < 0:
             return
         for tenant in sorted(self.changed):
             self._evaluate(tenant)
@@ -99,7 +104,8 @@ class ServiceDifference:
         if self.curve is not None:
             current = max((self._current(t) for t, on in enumerate(self.backlogged) if on),
                           default=0.0)
-            self.curve.append((now_s, current))
+            self.curve.append((now_s, max(current, self._ended)))
+        self._ended = -1.0
 
     def _current(self, tenant: int) -> float:
         service, row = self.service, self.baseline[tenant]

@@ -40,13 +40,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core._gc import paused_gc
 from ..core.limiter import REASON_NAMES
 from ..io.scenario import Scenario, load_scenario, parse_scenario
 from ..io.trace import Trace
 from ..io.workload import generate_trace
 from ..sim import continuous as engine
-from ..sim.admission import admit_by_column
 from ..sim.result import ContinuousResult, IterationLog
 from .experiments import scenario_path, table
 
@@ -536,12 +534,4 @@ def run_with_policy(scenario: Scenario, trace: Trace, policy) -> np.ndarray:
     own; with the policy the scenario names it reproduces ``simulate`` exactly."""
     if not scenario.scheduler.continuous:
         raise ValueError("run_with_policy needs [scheduler] batching = \"continuous\"")
-    engine.check_trace(trace)
-    too_large, total_blocks = engine.exceeds_kv(scenario, trace)
-    admission = admit_by_column(scenario, trace, too_large, use_compiled=False)
-    loop = engine._Loop(scenario, trace, admission.order, admission.tenant_index,
-                        admission.limiter_of, admission.limiters, total_blocks, False)
-    loop.batcher.policy = policy
-    with paused_gc():
-        loop.run()
-    return np.array(loop.start, dtype=np.float64)
+    return engine.simulate_continuous(scenario, trace, engine="python", policy=policy).start_s

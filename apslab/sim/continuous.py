@@ -69,15 +69,17 @@ def exceeds_kv(scenario: Scenario, trace: Trace) -> tuple[np.ndarray, int]:
 
 
 def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bool = False,
-                        engine: str = "auto", keep_service_curve: bool = False
-                        ) -> ContinuousResult:
+                        engine: str = "auto", keep_service_curve: bool = False,
+                        policy=None) -> ContinuousResult:
     """Run ``trace`` through the continuous engine; ``keep_iterations`` keeps one row per
     iteration (``result.iteration_log``), otherwise only their totals are kept.
 
     ``engine``: "python" (this module's loop), "compiled" (apslab/sim/_eventloop.c) or "auto".
     ``keep_service_curve`` records the service difference between backlogged tenants at every
     instant it changes (``result.service_curve``, for plots); the Python loop records it, so
-    "auto" runs that loop then.
+    "auto" runs that loop then. ``policy`` (an object with the interface of
+    :mod:`apslab.core.policies`) replaces the one ``[scheduler] policy`` names, for experiments
+    and exercises that plug in their own; the Python loop runs it.
     """
     if engine not in ("auto", "python", "compiled"):
         raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
@@ -90,10 +92,11 @@ def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bo
     reason, tenant_index, order = admission.reason, admission.tenant_index, admission.order
     limiter_of, limiters = admission.limiter_of, admission.limiters
 
-    if keep_service_curve and engine == "compiled":
-        raise RuntimeError("the service curve is recorded by the Python loop (engine=\"python\")")
-    compiled = _compiled.continuous_loop() if engine != "python" and not keep_service_curve \
-        else None
+    python_only = keep_service_curve or policy is not None
+    if python_only and engine == "compiled":
+        raise RuntimeError("the service curve and plugged-in policies run in the Python loop "
+                           "(engine=\"python\")")
+    compiled = _compiled.continuous_loop() if engine != "python" and not python_only else None
     if engine == "compiled" and compiled is None:
         raise RuntimeError("the compiled continuous loop is not built (reinstall apslab with a "
                            "C compiler)")
@@ -109,7 +112,7 @@ def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bo
                                 total_blocks, keep_iterations)
     else:
         loop = _Loop(scenario, trace, order, tenant_index, limiter_of, limiters, total_blocks,
-                     keep_iterations, keep_service_curve)
+                     keep_iterations, keep_service_curve, policy)
         with paused_gc():
             loop.run()
         columns = loop.columns()
@@ -130,7 +133,7 @@ class _Loop:
     """The event loop over pre-sorted candidate arrivals (see the module docstring)."""
 
     def __init__(self, scenario, trace, order, tenant_index, limiter_of, limiters, total_blocks,
-                 keep_iterations, keep_curve=False):
+                 keep_iterations, keep_curve=False, policy=None):
         sched = scenario.scheduler
         self.n = len(trace)
         self.gpus = scenario.cluster.gpus
@@ -146,8 +149,8 @@ class _Loop:
         self.batcher = ContinuousBatcher(
             gpus=self.gpus, total_blocks=total_blocks, block_size=sched.block_size,
             max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
-            policy=make_policy(sched.policy, shares, sched.vtc_input_weight,
-                               sched.vtc_output_weight),
+            policy=policy if policy is not None else make_policy(
+                sched.policy, shares, sched.vtc_input_weight, sched.vtc_output_weight),
             observer=self.fairness)
         arrival = trace.arrival_s[order]
         self.arrival = arrival.tolist()

@@ -15,14 +15,16 @@ from .static import simulate_static
 
 
 def simulate(scenario: Scenario, trace: Trace, *, engine: str = "auto",
-             keep_iterations: bool = False) -> RunResult:
+             keep_iterations: bool = False, keep_service_curve: bool = False) -> RunResult:
     """Run ``trace`` through ``scenario`` in virtual time and return every request's fate.
 
     ``engine`` picks the loop: "python" (the readable reference), "compiled" (the C loops,
     bit-identical) or "auto". ``keep_iterations`` keeps the continuous engine's per-iteration
-    log (for ``--iterations ITER.csv``); the static engine ignores it.
+    log (for ``--iterations ITER.csv``) and ``keep_service_curve`` its service-difference curve
+    (``result.service_curve``); the static engine ignores both.
     """
     if scenario.scheduler.continuous:
         return simulate_continuous(scenario, trace, engine=engine,
-                                   keep_iterations=keep_iterations)
+                                   keep_iterations=keep_iterations,
+                                   keep_service_curve=keep_service_curve)
     return simulate_static(scenario, trace, engine=engine)
