@@ -744,6 +744,7 @@ def test_the_documented_example_is_what_the_service_answers():
 
 
 def test_the_retry_after_exercise_accepts_the_service_and_names_the_mistakes():
+    from apslab.lab.appkit import ExerciseFailed
     from apslab.serve.widgets import (
         RETRY_AFTER_CASES,
         check_retry_after,
@@ -780,9 +781,14 @@ def test_the_retry_after_exercise_accepts_the_service_and_names_the_mistakes():
     def crashes(*_case):
         return 1 / 0
 
-    result = check_retry_after(not_written)
-    assert not result and "not written yet" in str(result)
-    assert "refilled since the bucket's last update" in str(check_retry_after(no_refill))
-    assert "multiply by time_scale" in str(check_retry_after(model_seconds))
-    assert "round *up*" in str(check_retry_after(rounds_down))
-    assert "ZeroDivisionError" in str(check_retry_after(crashes))
+    def feedback(student) -> str:
+        with pytest.raises(ExerciseFailed) as failed:
+            check_retry_after(student)
+        assert not failed.value.result and str(failed.value) == str(failed.value.result)
+        return str(failed.value)
+
+    assert "not written yet" in feedback(not_written)
+    assert "refilled since the bucket's last update" in feedback(no_refill)
+    assert "multiply by time_scale" in feedback(model_seconds)
+    assert "round *up*" in feedback(rounds_down)
+    assert "ZeroDivisionError" in feedback(crashes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,21 @@ from ..io.errors import InputError, reading
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 A100_DECODE_CSV = DATA_DIR / "a100_decode_throughput.csv"
+
+
+def data_path(relative: str) -> Path:
+    """A file of the repository's ``data/`` folder, as a path relative to the working directory.
+
+    Notebooks name their data files through this rather than as ``../data/...``, so they run
+    from any folder (a student release, an nbgrader course directory); from ``notebooks/`` the
+    path reads ``../data/...``, so outputs that print it are the same as before. It is absolute
+    when no relative path leads there (another drive).
+    """
+    target = DATA_DIR / relative
+    try:
+        return Path(os.path.relpath(target))
+    except ValueError:
+        return target
 
 A100_DECODE_COLUMNS = ("source", "model", "gpu", "precision", "input_len", "output_len",
                        "batch_size", "decode_tokens_per_s", "notes")

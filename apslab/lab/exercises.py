@@ -3,7 +3,10 @@
 Each ``check_*`` function calls the student's function on a series of cases, compares it with
 the package's own implementation (the reference), and stops at the first disagreement with a
 message naming the case, both answers and, where the answer matches a common mistake, what that
-mistake is. It returns a :class:`CheckResult`, which notebooks display as a few lines of text.
+mistake is. Every checker is wrapped by :func:`apslab.lab.appkit.checker`: it returns a
+:class:`CheckResult` when all cases pass (notebooks print it as a few lines of text) and raises
+:class:`ExerciseFailed`, whose message is that feedback, when one fails, so that nbgrader marks
+the check cell by whether it raised. Nothing is written to stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from ..core.aging_queue import LazyAgingQueue
 from ..core.batcher import MicroBatcher
 from ..core.limiter import TokenBucket
 from ..core.metrics import jain_fairness
-from .appkit import CheckResult
+from .appkit import CheckResult, ExerciseFailed, checker
+
+__all__ = ["CheckResult", "ExerciseFailed", "check_form_batch", "check_headline_metrics",
+           "check_jain_index", "check_pop_order", "check_sqrt_fit", "check_token_bucket"]
 
 
 class _Failed(Exception):
@@ -72,6 +78,7 @@ def _run(exercise: str, checks: Sequence[tuple[str, Callable[[], None]]],
 # 00: headline metrics
 
 
+@checker
 def check_headline_metrics(student: Callable[[Any], dict]) -> CheckResult:
     """``student(result) -> {"throughput_tokens_per_s": ..., "gpu_utilization": ...}``.
 
@@ -195,6 +202,7 @@ BUCKET_MISTAKES = {
 }
 
 
+@checker
 def check_token_bucket(student: Callable[[Sequence[int], Sequence[float], float, float],
                                          Sequence[bool]]) -> CheckResult:
     """``student(costs, times_s, rate_limit, burst_cap) -> [admitted?, ...]`` per request."""
@@ -278,6 +286,7 @@ ORDER_MISTAKES = {
 }
 
 
+@checker
 def check_pop_order(student: Callable[[list[tuple[int, float, float]], float, float], list[int]]
                     ) -> CheckResult:
     """``student(requests, aging_per_s, now_s) -> request ids in pop order``.
@@ -369,6 +378,7 @@ BATCH_MISTAKES = {
 }
 
 
+@checker
 def check_form_batch(student: Callable[[list[tuple[int, int]], int, int], list[int]]
                      ) -> CheckResult:
     """``student(waiting, max_batch_size, kv_capacity_tokens) -> indices taken``.
@@ -418,6 +428,7 @@ def check_form_batch(student: Callable[[list[tuple[int, int]], int, int], list[i
 # 04: fitting the sqrt curve
 
 
+@checker
 def check_sqrt_fit(student: Callable[[np.ndarray, np.ndarray], tuple[float, float]]
                    ) -> CheckResult:
     """``student(batch_sizes, throughputs) -> (a, b)`` of ``128 * (a + b*sqrt(B))``.
@@ -476,6 +487,7 @@ JAIN_MISTAKES = {
 }
 
 
+@checker
 def check_jain_index(student: Callable[[Sequence[float]], float | None]) -> CheckResult:
     """``student(allocations) -> Jain's index``, None when it is undefined (empty or all zero)."""
     cases = [

@@ -21,7 +21,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..core.limiter import TokenBucket
-from ..lab.appkit import ADMITTED_COLOR, REJECTED_COLOR, CheckResult, FigureApp, new_figure
+from ..lab.appkit import (
+    ADMITTED_COLOR,
+    REJECTED_COLOR,
+    CheckResult,
+    FigureApp,
+    checker,
+    new_figure,
+)
 from .load import LoadResult, burst, combine, run_load_blocking
 from .service import retry_after_seconds
 
@@ -178,6 +185,7 @@ _RETRY_AFTER_MISTAKES = (
 )
 
 
+@checker
 def check_retry_after(student: Callable[..., int | None]) -> CheckResult:
     """``student(cost, tokens, seconds_since_update, rate_limit, burst_cap, time_scale)``
     returns the Retry-After header's whole seconds for a refused request (None if the request
