@@ -5,8 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 NBVAL  := --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+# Debian's chromium, when installed: the browser tests (tests/test_browser.py) then run as part
+# of `make test` and must pass; without it they are skipped. CI (.ci/run) installs it and sets
+# APSLAB_BROWSER_TEST=1 itself, so a browser that cannot start fails there.
+CHROMIUM := $(firstword $(shell command -v chromium 2>/dev/null) $(wildcard /usr/bin/chromium))
+export APSLAB_BROWSER_TEST ?= $(if $(CHROMIUM),1,0)
+INSTALL_CHROMIUM := command -v chromium >/dev/null || test -x /usr/bin/chromium || \
+	(apt-get update -qq && apt-get install -y -qq chromium)
 
-.PHONY: install lab test test-unit test-notebooks test-browser notebooks bench lint clean
+.PHONY: install lab test test-unit test-notebooks test-browser screenshots release notebooks \
+	bench lint clean
 
 install: $(STAMP)
 
@@ -14,14 +22,15 @@ $(STAMP): pyproject.toml setup.py apslab/core/_bucket_walk.c apslab/sim/_eventlo
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "apslab needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[lab,plan,serve,dev]'
+	$(PIP) install --quiet -e '.[lab,plan,serve,teach,dev]'
 	touch $(STAMP)
 
 ## lab: install, then open JupyterLab on the first notebook
 lab: install
 	cd notebooks && ../$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) 00_overview.ipynb
 
-## test: install, then run every test: unit, property, CLI, benchmarks smoke, notebooks (strict nbval)
+## test: install, then run every test: unit, property, CLI, benchmarks smoke, the nbgrader
+## release, the browser tests (when chromium is installed), notebooks (strict nbval)
 test: install
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest $(NBVAL) notebooks
@@ -32,10 +41,19 @@ test-unit: install
 test-notebooks: install
 	$(BIN)/python -m pytest $(NBVAL) notebooks
 
-## test-browser: the JupyterLab widget test in headless Chromium (installs chromium if missing)
+## test-browser: every widget notebook in JupyterLab in headless Chromium (installs chromium)
 test-browser: install
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	@$(INSTALL_CHROMIUM)
 	APSLAB_BROWSER_TEST=1 $(BIN)/python -m pytest tests/test_browser.py
+
+## screenshots: the browser tests, saving each notebook's main widget to docs/gallery/ (README)
+screenshots: install
+	@$(INSTALL_CHROMIUM)
+	APSLAB_BROWSER_TEST=1 APSLAB_SCREENSHOTS=docs/gallery $(BIN)/python -m pytest tests/test_browser.py
+
+## release: the students' notebooks without solutions, in an nbgrader course directory, release/
+release: install
+	$(BIN)/python -m apslab.lab.release --course release
 
 ## notebooks: re-execute every notebook in place so stored outputs match the code
 notebooks: install

@@ -180,9 +180,10 @@ def test_the_vllm_fit_notebook_04_puts_into_the_simulator(fits):
     overrides = fit.scenario_gpu_overrides(vllm)
     scenario = parse_scenario({"tenants": [{"id": "t", "rate_limit": 1, "burst_cap": 1}]}
                               ).with_overrides(overrides)
-    assert scenario.gpu.batch_speedup == (vllm["a"], vllm["b"])
-    assert fit.prefill_tokens_per_s(fits["argonne-llm-inference-bench-vllm"]) == pytest.approx(
-        7961, rel=1e-3)
+    # rounded to 4 significant digits: a fit's last digits differ from one CPU to the next
+    assert scenario.gpu.batch_speedup == (-2.283, 2.677)
+    assert scenario.gpu.batch_speedup == pytest.approx((vllm["a"], vllm["b"]), rel=1e-3)
+    assert fit.prefill_tokens_per_s(fits["argonne-llm-inference-bench-vllm"]) == 7961.0
 
 
 def test_a_non_positive_fitted_rate_cannot_become_a_gpu(fits):

@@ -2,39 +2,48 @@
 
 nbval (``make test``) re-runs the notebooks and compares their outputs; these tests check what
 nbval cannot: that each notebook teaches in the agreed shape, that widget cells are tagged so
-their kernel-drawn output is not compared, that no compared cell hides output behind a trailing
-';' (nbval runs with store_history off, where ';' does not suppress anything), and that the
-stored outputs are complete and error-free.
+their kernel-drawn output is not compared (and so the browser test finds them), that exercises
+are nbgrader cells the release can turn into a students' copy, that no compared cell hides output
+behind a trailing ';' (nbval runs with store_history off, where ';' does not suppress anything),
+and that the stored outputs are complete and error-free.
+
+Every notebook in notebooks/ is checked; which ones have exercises or widget apps is read from
+their cells (tests/notebook_conventions.py), so a new notebook is covered as soon as it is added.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import nbformat
 import pytest
 from conftest import ROOT, doc_text
+from notebook_conventions import (
+    GALLERY,
+    IGNORE,
+    WIDGET_APP,
+    WIDGET_MIME,
+    browser_instructions,
+    imported_names,
+    notebook_paths,
+    shows_an_app,
+    tags,
+    widget_app_cells,
+    widget_notebooks,
+)
 
+from apslab.lab.release import exercise_notebooks, find_exercises, is_check_cell, is_solution_cell
+
+NOTEBOOKS = [p.stem for p in notebook_paths()]
 # The lab notebooks teach one stage each and end with an exercise; 06 is the capacity-planning
 # study that `apslab report` also renders for any scenario, so it has no exercise and asserts
 # nothing about its numbers (they are the reported scenario's).
-LAB_NOTEBOOKS = ["00_overview", "01_token_bucket", "02_lazy_aging_queue",
-                 "03_micro_batching_kv_cache", "04_a100_model_and_sqrt_fit",
-                 "05_latency_and_fairness", "07_live_service", "08_continuous_batching",
-                 "09_fair_sharing"]
-NOTEBOOKS = sorted(LAB_NOTEBOOKS + ["06_capacity_planning"])
-# Notebooks whose checker already follows the nbgrader convention: it raises AssertionError (the
-# feedback) on a wrong answer and returns its result on a right one. Their exercise is the stub
-# and its check (tagged raises-exception: the stored error is the feedback), then the reference
-# solution between nbgrader's solution markers, collapsed, and its check in the next cell.
-RAISING_CHECKERS = ["08_continuous_batching", "09_fair_sharing"]
-RAISES = "raises-exception"
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-WIDGET_APP = r"\b\w+App\(|\bPlanExplorer\("
+LAB_NOTEBOOKS = [p.stem for p in exercise_notebooks()]
 # Besides widgets, the only outputs left uncompared: wall-clock timings (02, 07), a progress bar
 # (06) and a live HTTP service's answers, whose timing fields vary (07).
-IGNORED_FOR_TIMING = r"time_pops|progress=True|\bpost\(|\bburst\(|\"/metrics|\btimed_completion\("
-IGNORE = "nbval-ignore-output"
+IGNORED_FOR_TIMING = (r"time_pops|progress=True|\bpost\(|\bburst\(|client\.get\(\"/metrics|\"/metrics|"
+                      r"\btimed_completion\(")
 
 
 def load(name: str):
@@ -45,8 +54,8 @@ def code_cells(notebook):
     return [c for c in notebook.cells if c.cell_type == "code"]
 
 
-def tags(cell) -> list[str]:
-    return cell.metadata.get("tags", [])
+def exercise_cells(notebook):
+    return [c for c in notebook.cells if is_solution_cell(c) or is_check_cell(c)]
 
 
 @pytest.fixture(params=NOTEBOOKS)
@@ -61,6 +70,12 @@ def lab_notebook(request):
     return load(request.param)
 
 
+def test_the_notebooks_are_found():
+    assert len(NOTEBOOKS) >= 8 and "06_capacity_planning" in NOTEBOOKS
+    assert len(LAB_NOTEBOOKS) >= 7 and "06_capacity_planning" not in LAB_NOTEBOOKS
+    assert set(LAB_NOTEBOOKS) <= set(NOTEBOOKS)
+
+
 def test_runs_in_the_python3_kernel(notebook):
     assert notebook.metadata["kernelspec"]["name"] == "python3"
 
@@ -73,13 +88,20 @@ def test_opens_with_learning_goals(notebook):
     assert len(re.findall(r"^\* ", first.source, flags=re.M)) >= 3
 
 
-def test_has_a_widget_app_in_an_ignored_cell(notebook):
-    app_cells = [c for c in code_cells(notebook) if re.search(WIDGET_APP, c.source)]
-    assert app_cells, "at least one widget app"
-    for cell in app_cells:
-        assert IGNORE in tags(cell)
-        assert any(WIDGET_MIME in o.get("data", {}) for o in cell.outputs), \
-            "the stored output is the widget (its state is saved with the notebook)"
+def test_has_a_widget_app_in_a_tagged_ignored_cell(notebook):
+    apps = widget_app_cells(notebook)
+    assert apps, "at least one cell tagged widget-app"
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        # an output with a control in it is an app, and an app is tagged (the browser test and
+        # the gallery find apps by the tag); a progress bar is not an app
+        assert shows_an_app(notebook, cell) == (index in apps), cell.source
+        if index in apps:
+            assert IGNORE in tags(cell)
+            assert any(WIDGET_MIME in o.get("data", {}) for o in cell.outputs), \
+                "the stored output is the widget (its state is saved with the notebook)"
+            assert set(browser_instructions(cell)) <= {"move", "press"}
     assert notebook.metadata.get("widgets"), "widget state is stored so the widget renders"
 
 
@@ -92,8 +114,8 @@ def test_every_cell_showing_a_widget_is_ignored(notebook):
 def test_ignored_cells_are_only_widgets_and_timings(notebook):
     for cell in code_cells(notebook):
         if IGNORE in tags(cell):
-            assert re.search(WIDGET_APP, cell.source) or re.search(IGNORED_FOR_TIMING,
-                                                                   cell.source), cell.source
+            assert WIDGET_APP in tags(cell) or re.search(IGNORED_FOR_TIMING, cell.source), \
+                cell.source
 
 
 def test_states_what_to_notice_with_a_checked_number(lab_notebook):
@@ -108,49 +130,40 @@ def test_states_what_to_notice_with_a_checked_number(lab_notebook):
         "at least one teaching claim is asserted, so it fails loudly if it stops being true"
 
 
-@pytest.mark.parametrize("name", [n for n in LAB_NOTEBOOKS if n not in RAISING_CHECKERS])
-def test_ends_with_an_exercise_and_a_collapsed_reference_solution(name):
+@pytest.mark.parametrize("name", LAB_NOTEBOOKS)
+def test_exercises_are_nbgrader_solution_and_check_cells(name):
+    """Each exercise: a collapsed solution cell with the reference between BEGIN and END
+    SOLUTION, then a locked check cell worth the points the exercise's text states, calling a
+    checker made for grading; in this (the instructor's) copy the check passes."""
     notebook = load(name)
-    cells = code_cells(notebook)
-    student, solution = cells[-2], cells[-1]
-    check = re.search(r"^(check_\w+)\((my_\w+)\)$", student.source.strip().splitlines()[-1])
-    assert check, "the student's cell ends by calling a checker on the student's function"
-    assert "raise NotImplementedError" in student.source
-    assert "not written yet" in _text(student)
-    assert solution.metadata.get("jupyter", {}).get("source_hidden") is True
-    assert re.search(rf"^{check.group(1)}\(reference_\w+\)$", solution.source.strip(), re.M)
-    assert re.search(r"all \d+ checks passed", _text(solution))
-    assert any("Exercise" in c.source for c in notebook.cells if c.cell_type == "markdown")
+    exercises = find_exercises(ROOT / "notebooks" / f"{name}.ipynb")
+    assert exercises
+    imported = imported_names(notebook)
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in exercise_cells(notebook)]
+    assert len(ids) == len(set(ids)), "grade ids are unique in a notebook"
+    for exercise in exercises:
+        solution = notebook.cells[exercise.solution_cell]
+        check = notebook.cells[exercise.check_cell]
+        assert solution.metadata.get("jupyter", {}).get("source_hidden") is True
+        assert solution.metadata["nbgrader"]["schema_version"] == 3
+        assert check.metadata["nbgrader"]["schema_version"] == 3
+        checker = getattr(importlib.import_module(imported[exercise.checker]), exercise.checker)
+        assert getattr(checker, "is_exercise_checker", False), exercise.checker
+        assert re.search(r"all \d+ checks passed", _text(check))
+        assert not any(o.output_type == "error" for o in check.outputs)
+        text = notebook.cells[exercise.solution_cell - 1]
+        assert text.cell_type == "markdown" and "Exercise" in text.source
+        assert f"**{exercise.points:g} points**" in text.source
+        assert "raise NotImplementedError" in text.source
 
 
-@pytest.mark.parametrize("name", RAISING_CHECKERS)
-def test_ends_with_an_exercise_whose_checker_raises(name):
-    notebook = load(name)
-    cells = code_cells(notebook)
-    student, solution, check = cells[-3], cells[-2], cells[-1]
-    call = re.search(r"^(check_\w+)\((my_\w+)\)$", student.source.strip().splitlines()[-1])
-    assert call, "the student's cell ends by calling a checker on the student's function"
-    assert "raise NotImplementedError" in student.source
-    assert RAISES in tags(student)
-    errors = [o for o in student.outputs if o.output_type == "error"]
-    assert [e.ename for e in errors] == ["AssertionError"]
-    assert "not written yet" in errors[0].evalue, "the stored error is the checker's feedback"
-    assert solution.metadata.get("jupyter", {}).get("source_hidden") is True
-    assert re.match(r"def reference_\w+\(", solution.source)
-    assert solution.source.count("### BEGIN SOLUTION") == 1
-    assert solution.source.count("### END SOLUTION") == 1
-    body = solution.source.split("### BEGIN SOLUTION\n")[1].split("### END SOLUTION")[0]
-    assert "return " in body, "the whole solution body is between the markers"
-    assert re.fullmatch(rf"{call.group(1)}\(reference_\w+\)", check.source.strip())
-    assert re.search(r"all \d+ checks passed", _text(check))
-    assert any("Exercise" in c.source for c in notebook.cells if c.cell_type == "markdown")
-
-
-def test_only_raising_exercise_stubs_may_raise(notebook):
-    stubs = [c for c in code_cells(notebook) if RAISES in tags(c)]
-    assert len(stubs) <= 1
-    for cell in stubs:
-        assert "raise NotImplementedError" in cell.source and "check_" in cell.source
+def test_every_checker_call_is_a_graded_check_cell(notebook):
+    """A checker called anywhere else would not be graded, and its answer not released."""
+    for cell in code_cells(notebook):
+        if re.search(r"\bcheck_\w+\(my_\w+\)", cell.source):
+            assert is_check_cell(cell), cell.source
+        if "BEGIN SOLUTION" in cell.source:
+            assert is_solution_cell(cell), cell.source
 
 
 def _text(cell) -> str:
@@ -172,15 +185,16 @@ def test_outputs_are_stored_in_order_and_error_free(notebook):
     counts = [c.execution_count for c in code_cells(notebook)]
     assert counts == list(range(1, len(counts) + 1)), "executed top to bottom in one run"
     for cell in code_cells(notebook):
-        if RAISES not in tags(cell):
-            assert all(o.output_type != "error" for o in cell.outputs), cell.source
+        assert all(o.output_type != "error" for o in cell.outputs), cell.source
         assert not any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs), \
             cell.source
 
 
 def test_logic_lives_in_the_package(notebook):
     """Notebooks are thin: no model code (classes, heaps, pyplot state) outside exercises."""
-    for cell in code_cells(notebook)[:-2]:
+    for cell in code_cells(notebook):
+        if is_solution_cell(cell):
+            continue
         assert "class " not in cell.source
         assert "heapq" not in cell.source
         assert "plt." not in cell.source and "pyplot" not in cell.source
@@ -202,3 +216,17 @@ def test_the_docs_list_every_notebook(page):
     text = doc_text(page)
     listed = re.findall(r"^\| `(\w+)\.ipynb` \|", text, re.M)
     assert listed == list(NOTEBOOKS), f"{page} should list the notebooks in order, one row each"
+
+
+def test_the_readme_gallery_shows_every_widget_notebook():
+    """One screenshot per notebook with a widget app (``make screenshots`` takes them)."""
+    readme = doc_text("README.md")
+    shown = re.findall(r'<img src="docs/gallery/(\w+)\.png"', readme)
+    expected = [name.removesuffix(".ipynb") for name in widget_notebooks()]
+    assert shown == expected
+    assert sorted(p.stem for p in GALLERY.glob("*.png")) == expected
+    for name in expected:
+        header = (GALLERY / f"{name}.png").read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        width = int.from_bytes(header[16:20], "big")
+        assert 300 <= width <= 1000, f"{name}.png is {width} pixels wide"

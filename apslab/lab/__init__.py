@@ -3,9 +3,10 @@
 ``from apslab import lab`` gives the experiments (:mod:`apslab.lab.experiments`) directly, as
 the notebooks use them (``lab.run_generated(...)``); the other modules are imported by name:
 :mod:`~apslab.lab.plots`, :mod:`~apslab.lab.widgets`, :mod:`~apslab.lab.fit`,
-:mod:`~apslab.lab.datasets`, :mod:`~apslab.lab.exercises`, :mod:`~apslab.lab.notebook_runner`.
-:mod:`~apslab.lab.appkit` is the small toolkit (figure, widget app base, checker result) that the
-planning and service notebooks share with the lab.
+:mod:`~apslab.lab.datasets`, :mod:`~apslab.lab.exercises`, :mod:`~apslab.lab.notebook_runner`,
+:mod:`~apslab.lab.release` (the students' copy, with nbgrader). :mod:`~apslab.lab.appkit` is the
+small toolkit (figure, widget app base, checker result and decorator) that the planning and
+service notebooks share with the lab.
 """
 
 from .experiments import (

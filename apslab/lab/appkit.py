@@ -1,4 +1,4 @@
-"""The lab's small shared toolkit: figures, the widget-app base class and exercise results.
+"""The lab's small shared toolkit: figures, the widget-app base class and exercise checkers.
 
 The lab's plots and widgets, and the planning and service notebooks' apps, are built from these
 few pieces, so a figure renders, a control redraws and a checker reports the same way in every
@@ -7,7 +7,11 @@ notebook. This is the one lab module that :mod:`apslab.plan` and :mod:`apslab.se
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,5 +125,49 @@ class CheckResult:
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(str(self))
 
+    def _ipython_display_(self) -> None:
+        # Shown as printed text, not as a cell's value: nbgrader reads a grade cell's value as
+        # partial credit, and text that is not a number only gets full marks with a warning.
+        print(str(self))
+
     def __bool__(self) -> bool:
         return self.passed
+
+
+class ExerciseFailed(AssertionError):
+    """A checker's verdict on a wrong answer; its message is the feedback (see :func:`checker`).
+
+    ``result`` is the failing :class:`CheckResult`. In a notebook the error shows the feedback
+    alone, without a traceback into the checker: the case, both answers and any hint.
+    """
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(str(result))
+        self.result = result
+
+    def _render_traceback_(self) -> list[str]:
+        first, *rest = str(self.result).splitlines()
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {first}", *rest]
+
+
+def checker(check: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
+    """Make an exercise checker (``check(student) -> CheckResult``) fit for grading.
+
+    The decorated checker returns the :class:`CheckResult` when every case passes (a notebook
+    prints it) and raises :class:`ExerciseFailed` with the same text when one fails, so an
+    autograder (nbgrader) scores the cell by whether it raised. While it runs, warnings and
+    anything written to ``sys.stderr`` (by the student's function or the reference) are
+    swallowed: nbgrader scores a cell with any stderr output 0, even a correct one.
+    """
+
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> CheckResult:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            result = check(*args, **kwargs)
+        if not result.passed:
+            raise ExerciseFailed(result)
+        return result
+
+    run.is_exercise_checker = True  # how tests and the release tooling recognise checkers
+    return run

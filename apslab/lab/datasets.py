@@ -10,6 +10,7 @@ too.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,21 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 A100_DECODE_CSV = DATA_DIR / "a100_decode_throughput.csv"
 
 A100_DECODE_COLUMNS = THROUGHPUT_COLUMNS
+
+
+def data_path(relative: str) -> Path:
+    """A file of the repository's ``data/`` folder, as a path relative to the working directory.
+
+    Notebooks name their data files through this rather than as ``../data/...``, so they run
+    from any folder (a student release, an nbgrader course directory); from ``notebooks/`` the
+    path reads ``../data/...``, so outputs that print it are the same as before. It is absolute
+    when no relative path leads there (another drive).
+    """
+    target = DATA_DIR / relative
+    try:
+        return Path(os.path.relpath(target))
+    except ValueError:
+        return target
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 Each ``check_*`` function calls the student's function on a series of cases, compares it with
 the package's own implementation (the reference), and stops at the first disagreement with a
 message naming the case, both answers and, where the answer matches a common mistake, what that
-mistake is. It returns a :class:`CheckResult`, which notebooks display as a few lines of text.
+mistake is. Every checker is wrapped by :func:`apslab.lab.appkit.checker`: it returns a
+:class:`CheckResult` when all cases pass (notebooks print it as a few lines of text) and raises
+:class:`ExerciseFailed`, whose message is that feedback, when one fails, so that nbgrader marks
+the check cell by whether it raised. Nothing is written to stderr.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ from ..core.policies import PriorityPolicy, VTCPolicy
 from ..io.trace import Trace
 from ..sim.run import simulate
 from . import fairness_lab
-from .appkit import CheckResult
+from .appkit import CheckResult, ExerciseFailed, checker
+
+__all__ = ["CheckResult", "ExerciseFailed", "check_counter_lift", "check_form_batch",
+           "check_headline_metrics", "check_jain_index", "check_pop_order",
+           "check_scheduling_round", "check_sqrt_fit", "check_token_bucket"]
 
 
 class _Failed(Exception):
@@ -81,6 +88,7 @@ def _run(exercise: str, checks: Sequence[tuple[str, Callable[[], None]]],
 # 00: headline metrics
 
 
+@checker
 def check_headline_metrics(student: Callable[[Any], dict]) -> CheckResult:
     """``student(result) -> {"throughput_tokens_per_s": ..., "gpu_utilization": ...}``.
 
@@ -204,6 +212,7 @@ BUCKET_MISTAKES = {
 }
 
 
+@checker
 def check_token_bucket(student: Callable[[Sequence[int], Sequence[float], float, float],
                                          Sequence[bool]]) -> CheckResult:
     """``student(costs, times_s, rate_limit, burst_cap) -> [admitted?, ...]`` per request."""
@@ -287,6 +296,7 @@ ORDER_MISTAKES = {
 }
 
 
+@checker
 def check_pop_order(student: Callable[[list[tuple[int, float, float]], float, float], list[int]]
                     ) -> CheckResult:
     """``student(requests, aging_per_s, now_s) -> request ids in pop order``.
@@ -378,6 +388,7 @@ BATCH_MISTAKES = {
 }
 
 
+@checker
 def check_form_batch(student: Callable[[list[tuple[int, int]], int, int], list[int]]
                      ) -> CheckResult:
     """``student(waiting, max_batch_size, kv_capacity_tokens) -> indices taken``.
@@ -427,6 +438,7 @@ def check_form_batch(student: Callable[[list[tuple[int, int]], int, int], list[i
 # 04: fitting the sqrt curve
 
 
+@checker
 def check_sqrt_fit(student: Callable[[np.ndarray, np.ndarray], tuple[float, float]]
                    ) -> CheckResult:
     """``student(batch_sizes, throughputs) -> (a, b)`` of ``128 * (a + b*sqrt(B))``.
@@ -485,6 +497,7 @@ JAIN_MISTAKES = {
 }
 
 
+@checker
 def check_jain_index(student: Callable[[Sequence[float]], float | None]) -> CheckResult:
     """``student(allocations) -> Jain's index``, None when it is undefined (empty or all zero)."""
     cases = [
@@ -525,9 +538,8 @@ def check_jain_index(student: Callable[[Sequence[float]], float | None]) -> Chec
 # --------------------------------------------------------------------------------------------
 # 08: one scheduling round of continuous batching
 #
-# This checker already follows the course's nbgrader convention: it returns the CheckResult
-# when every case passes and raises AssertionError, whose message is the whole feedback, at the
-# first disagreement (nothing is printed).
+# Like every checker (see ``checker``): the CheckResult when every case passes, ExerciseFailed
+# (an AssertionError whose message is the whole feedback) at the first disagreement.
 
 
 @dataclass(frozen=True)
@@ -811,6 +823,7 @@ def _explains(student: Callable, flag: str, cases: Sequence[RoundCase]) -> bool:
     return True
 
 
+@checker
 def check_scheduling_round(student: Callable) -> CheckResult:
     """``student(running, waiting, requests, free_blocks, budget, max_num_seqs, block_size)
     -> (scheduled, preempted)``: one scheduling round of one GPU (see :class:`RoundCase` for
@@ -819,7 +832,7 @@ def check_scheduling_round(student: Callable) -> CheckResult:
 
     Each case is compared with what the package's own
     :meth:`~apslab.core.continuous_batcher.ContinuousBatcher.schedule` does from the same state
-    (:func:`engine_round`). At the first disagreement it raises AssertionError with the case,
+    (:func:`engine_round`). At the first disagreement it raises ExerciseFailed with the case,
     both answers and, for each common mistake that explains every answer the student's function
     gave so far (the cases it passed and the one it failed), a hint. Returns the CheckResult when
     every case passes.
@@ -847,18 +860,15 @@ def check_scheduling_round(student: Callable) -> CheckResult:
             raise _Failed(*messages)
         return check
 
-    result = _run("scheduling round", [(c.name, make_check(i, c)) for i, c in enumerate(cases)],
-                  "Same rounds as apslab.core.continuous_batcher.ContinuousBatcher.schedule.")
-    if not result.passed:
-        raise AssertionError(str(result))
-    return result
+    return _run("scheduling round", [(c.name, make_check(i, c)) for i, c in enumerate(cases)],
+                "Same rounds as apslab.core.continuous_batcher.ContinuousBatcher.schedule.")
 
 
 # --------------------------------------------------------------------------------------------
 # 09: the Virtual Token Counter's lift
 #
-# Same convention as notebook 08's: the CheckResult when every case passes, AssertionError with
-# the whole feedback at the first disagreement, nothing printed.
+# Like every checker: the CheckResult when every case passes, ExerciseFailed with the whole
+# feedback at the first disagreement, nothing printed.
 
 
 @dataclass(frozen=True)
@@ -1066,6 +1076,7 @@ def _explains_lift(student: Callable, flag: str, cases: Sequence[LiftCase]) -> b
     return True
 
 
+@checker
 def check_counter_lift(student: Callable[[dict[str, float], set[str], str], float]
                        ) -> CheckResult:
     """``student(counters, waiting, tenant) -> the tenant's new counter``: VTC's counter lift
@@ -1075,7 +1086,7 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
     same state (:func:`engine_lift`): rules one at a time, then moments of a real run. The last
     check runs a whole trace through the continuous engine with the student's lift inside a
     VTC policy (:func:`apslab.lab.fairness_lab.run_with_policy`): every request must start when
-    it does in the engine. At the first disagreement it raises AssertionError with the case,
+    it does in the engine. At the first disagreement it raises ExerciseFailed with the case,
     both answers and, for each common mistake that explains every answer so far, a hint.
     Returns the CheckResult when every case passes.
     """
@@ -1120,9 +1131,6 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
 
     checks = [(c.name, make_check(i, c)) for i, c in enumerate(cases)]
     checks.append(("a whole run through the engine", replay))
-    result = _run("counter lift", checks,
-                  "Same lifts as apslab.core.policies.VTCPolicy, and the same start times as "
-                  "the engine on a whole run.")
-    if not result.passed:
-        raise AssertionError(str(result))
-    return result
+    return _run("counter lift", checks,
+                "Same lifts as apslab.core.policies.VTCPolicy, and the same start times as the "
+                "engine on a whole run.")

@@ -461,6 +461,16 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    """The least-squares slope of y on x, from numpy sums alone.
+
+    ``np.polyfit`` would go through LAPACK, whose last digits differ from one CPU to the next;
+    elementwise arithmetic and numpy's pairwise sums give the same digits on every machine.
+    """
+    dx = x - x.mean()
+    return float((dx * (y - y.mean())).sum() / (dx * dx).sum())
+
+
 def load_point(scenario: Scenario, trace: Trace, load: float) -> LoadPoint:
     """Simulate one trace and measure it per tenant and per bid."""
     return measure_load(simulate(scenario, trace), load)
@@ -489,8 +499,7 @@ def measure_load(result: SimulationResult, load: float) -> LoadPoint:
         by_bid_p50[bid] = _percentile(wait[mask], 50)
         by_bid_mean[bid] = float(wait[mask].mean()) if mask.any() else math.nan
         by_bid_p99[bid] = _percentile(wait[mask], 99)
-    growth = (float(np.polyfit(trace.arrival_s[done], wait[done], 1)[0])
-              if done.sum() > 2 else math.nan)
+    growth = _slope(trace.arrival_s[done], wait[done]) if done.sum() > 2 else math.nan
     return LoadPoint(
         load=float(load),
         offered_output_tokens_per_s=float(trace.output_tokens.sum() / duration) if duration

@@ -11,6 +11,15 @@ Three models of aggregate decode throughput for a batch of B sequences:
 
 Every fit goes through ``scipy.optimize.curve_fit`` and reports 95% confidence intervals from its
 covariance (Student t with n - k degrees of freedom), R^2 and the residuals.
+
+A fit's last digits are not reproducible: least squares runs through BLAS and LAPACK, whose
+kernels differ from one CPU (and thread count, and scipy version) to the next, and curve_fit
+stops iterating within a tolerance, so the same data give parameters that differ around the
+tenth significant digit on another machine. Everything here that is printed or written out
+therefore shows a fit to a few significant digits: the tables to 3, and the parameters put into
+a scenario (:func:`scenario_gpu_overrides`, :func:`prefill_tokens_per_s`) are rounded to
+:data:`FITTED_DIGITS` (``tests/test_reproducible.py`` checks that the printed results do not change
+with the number of BLAS threads or with last-digit noise in the data).
 """
 
 from __future__ import annotations
@@ -37,6 +46,12 @@ SEED_SPEEDUP = (0.4, 0.6)
 FORM_SEED_SCALE = "128*(a+b*sqrt(B))"
 FORM_FREE_SCALE = "s*(a+b*sqrt(B)), a+b=1"
 FORM_ROOFLINE = "roofline"
+FITTED_DIGITS = 4  # significant digits of a fitted value that goes into a scenario
+
+
+def significant(value: float, digits: int = FITTED_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits (a fit's stable part)."""
+    return float(f"{float(value):.{digits}g}")
 
 
 def sqrt_curve(batch_size, a: float, b: float, scale: float = SEED_SCALE):
@@ -322,15 +337,20 @@ def speedup(throughput_at: Callable[[float], float], batch_size: float) -> float
 
 
 def scenario_gpu_overrides(fit: FitResult) -> dict[str, object]:
-    """``Scenario.with_overrides`` keys that put a sqrt fit into the simulator's GPU model."""
+    """``Scenario.with_overrides`` keys that put a sqrt fit into the simulator's GPU model.
+
+    The fitted values are rounded to :data:`FITTED_DIGITS` significant digits, so the scenario
+    (and every simulation run with it) is the same on any machine.
+    """
+    if fit.form in (FORM_SEED_SCALE, FORM_FREE_SCALE):
+        speedup = [significant(fit["a"]), significant(fit["b"])]
     if fit.form == FORM_SEED_SCALE:
-        return {"gpu.decode_tokens_per_s": SEED_SCALE,
-                "gpu.batch_speedup": [fit["a"], fit["b"]]}
+        return {"gpu.decode_tokens_per_s": SEED_SCALE, "gpu.batch_speedup": speedup}
     if fit.form == FORM_FREE_SCALE:
         if not fit["s"] > 0:
             raise ValueError(f"{fit.label}: the fitted single-request rate s = {fit['s']:.3g} is "
                              "not positive, so it cannot be a GPU's decode rate")
-        return {"gpu.decode_tokens_per_s": fit["s"], "gpu.batch_speedup": [fit["a"], fit["b"]]}
+        return {"gpu.decode_tokens_per_s": significant(fit["s"]), "gpu.batch_speedup": speedup}
     raise ValueError(f"a {fit.form} fit has no (a, b) for the simulator's GPU model")
 
 
@@ -451,15 +471,16 @@ def prefill_tokens_per_s(source_fits: SourceFits) -> float:
 
     Prefill is compute-bound for prompts of more than a few hundred tokens: 2 FLOPs per weight
     per token at the fitted fraction of the A100's peak (attention ignored, as in the seed's
-    linear prefill model). Raises ValueError when the fit did not identify the FLOP fraction.
+    linear prefill model), rounded to :data:`FITTED_DIGITS` significant digits. Raises
+    ValueError when the fit did not identify the FLOP fraction.
     """
     roof = source_fits.roofline
     if "eta_flops" in roof.unidentified:
         raise ValueError(f"{source_fits.source}: the FLOP fraction is not identified, so the "
                          "roofline says nothing about prefill speed")
     model = source_fits.roofline_model
-    return float(model.eta_flops * model.accelerator.peak_flops
-                 / (2.0 * model.model.matmul_params))
+    return significant(model.eta_flops * model.accelerator.peak_flops
+                       / (2.0 * model.model.matmul_params))
 
 
 def markdown_table(fits: dict[str, SourceFits]) -> str:

@@ -26,7 +26,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..core.limiter import TokenBucket
-from ..lab.appkit import ADMITTED_COLOR, REJECTED_COLOR, CheckResult, FigureApp, new_figure
+from ..lab.appkit import (
+    ADMITTED_COLOR,
+    REJECTED_COLOR,
+    CheckResult,
+    FigureApp,
+    checker,
+    new_figure,
+)
 from .common import retry_after_seconds
 from .load import LoadResult, burst, combine, run_load_blocking
 
@@ -287,34 +294,15 @@ _RETRY_AFTER_MISTAKES = (
 )
 
 
-class ExerciseFailed(AssertionError):
-    """A checker's verdict on a wrong (or unwritten) answer: an AssertionError whose message is
-    the feedback, so an autograder marks the cell failed. ``result`` is the CheckResult. In a
-    notebook it shows as the feedback alone, without a traceback."""
-
-    def __init__(self, result: CheckResult) -> None:
-        super().__init__(str(result))
-        self.result = result
-
-    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
-        return [f"{type(self).__name__}: {self.result}"]
-
-
+@checker
 def check_retry_after(student: Callable[..., int | None]) -> CheckResult:
     """``student(cost, tokens, seconds_since_update, rate_limit, burst_cap, time_scale)``
     returns the Retry-After header's whole seconds for a refused request (None if the request
     is over the burst cap); compared with :func:`reference_retry_after` case by case.
 
-    Returns the passing CheckResult; raises :class:`ExerciseFailed` (an AssertionError) with
-    the feedback on a wrong or unwritten answer. Writes nothing to stdout or stderr.
+    Returns the passing CheckResult; raises :class:`~apslab.lab.appkit.ExerciseFailed` (an
+    AssertionError) with the feedback on a wrong or unwritten answer (see ``checker``).
     """
-    result = _check_retry_after(student)
-    if not result.passed:
-        raise ExerciseFailed(result)
-    return result
-
-
-def _check_retry_after(student: Callable[..., int | None]) -> CheckResult:
     exercise, total = "Retry-After", len(RETRY_AFTER_CASES)
     for number, case in enumerate(RETRY_AFTER_CASES, start=1):
         described = ("cost {}, {} tokens {} s ago, rate_limit {}, burst_cap {}, time_scale {}"
