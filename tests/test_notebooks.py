@@ -42,7 +42,7 @@ NOTEBOOKS = [p.stem for p in notebook_paths()]
 LAB_NOTEBOOKS = [p.stem for p in exercise_notebooks()]
 # Besides widgets, the only outputs left uncompared: wall-clock timings (02, 07), a progress bar
 # (06) and a live HTTP service's answers, whose timing fields vary (07).
-IGNORED_FOR_TIMING = (r"time_pops|progress=True|\bpost\(|\bburst\(|client\.get\(\"/metrics|\"/metrics|"
+IGNORED_FOR_TIMING = (r"time_pops|progress=True|\bpost\(|\bburst\(|\"/metrics|"
                       r"\btimed_completion\(")
 
 
