@@ -547,7 +547,7 @@ def _walk_compiled(buckets, tenant, times, cost, first, full, last_row, decided)
         pointer(last), pointer(walked))
     rows = np.flatnonzero(~full)
     decided[rows] = walked[rows].astype(bool)
-    for index in np.unique(tenant[rows[last_row[rows]]]).tolist():
+    for index in sorted(set(tenant[rows[last_row[rows]]].tolist())):  # np.unique imports numpy.ma
         buckets[index].tokens = float(tokens[index])
         buckets[index].last_update_s = float(last[index])
 

@@ -26,6 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # orjson's shortest-float formatting is ~5x faster than repr and gives the same digits
+    import orjson
+except ImportError:  # pragma: no cover - a declared dependency; repr gives the same text
+    orjson = None
+
 from ..core._gc import paused_gc
 from .errors import InputError, reading
 
@@ -335,8 +340,22 @@ def _check_header(header: list[str], source: str, expected: Sequence[str]) -> No
 
 
 def format_floats(values: np.ndarray) -> list[str]:
-    """Each float as Python's repr: the shortest text that reads back to the same double."""
-    return list(map(repr, np.asarray(values, dtype=np.float64).tolist()))
+    """Each float as Python's repr: the shortest text that reads back to the same double.
+
+    Float-to-text is most of the time spent writing REQUESTS.csv. orjson writes the same
+    shortest, closest digits (Ryu) several times faster; the two spell the number the same way
+    for 1e-4 <= |x| < 1e16 and for zero, and the rest (exponent notation, NaN, infinities) are
+    passed to repr. tests/test_float_text.py checks the equality.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if orjson is None or not len(values):
+        return list(map(repr, values.tolist()))
+    texts = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",")
+    magnitude = np.abs(values)
+    elsewhere = ~((magnitude >= 1e-4) & (magnitude < 1e16)) & (values != 0)
+    for i in np.flatnonzero(elsewhere).tolist():
+        texts[i] = repr(float(values[i]))
+    return texts
 
 
 def csv_field(text: str) -> str:

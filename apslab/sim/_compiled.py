@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..core._native import DOUBLE_P, INT64_P, UINT8_P, load_library, pointer
 
-__all__ = ["ContinuousIteration", "available", "continuous_loop", "library", "pointer"]
+__all__ = ["ContinuousIteration", "available", "continuous_loop", "library", "pointer",
+           "service_difference_replay"]
 
 INT32_P = ctypes.POINTER(ctypes.c_int32)
 UINT64_P = ctypes.POINTER(ctypes.c_uint64)
@@ -63,6 +64,10 @@ def library() -> ctypes.CDLL | None:
         ]
         lib.apslab_free_continuous_log.restype = None
         lib.apslab_free_continuous_log.argtypes = [ctypes.POINTER(ContinuousIteration)]
+    replay = getattr(lib, "apslab_replay_service_difference", None)
+    if replay is not None:
+        replay.restype = ctypes.c_double
+        replay.argtypes = [ctypes.c_int64, DOUBLE_P, UINT8_P, INT64_P, DOUBLE_P, ctypes.c_int64]
     return lib
 
 
@@ -76,6 +81,13 @@ def continuous_loop():
     ctypes function, or None when not built."""
     lib = library()
     return getattr(lib, "apslab_run_continuous", None) if lib is not None else None
+
+
+def service_difference_replay():
+    """The compiled static service-difference replay (``apslab_replay_service_difference``) as
+    a ctypes function, or None when not built."""
+    lib = library()
+    return getattr(lib, "apslab_replay_service_difference", None) if lib is not None else None
 
 
 def free_continuous_log(log) -> None:

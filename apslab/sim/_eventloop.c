@@ -992,6 +992,51 @@ int64_t apslab_run_continuous(
 /* Releases the iteration log apslab_run_continuous returned. */
 void apslab_free_continuous_log(ContinuousIteration *log) { free(log); }
 
+/* The service difference of a static run, replayed from its events
+ * (apslab.sim.summary.static_service_difference, which gives the order): kind 0 is an arrival
+ * (the tenant gains a waiting request), kind 1 a formation (it loses one and receives
+ * increment[e] of service). Pairs are evaluated at the end of each instant, as in
+ * ServiceDifference.settle. Returns the largest difference, or -1 when memory ran out. */
+double apslab_replay_service_difference(int64_t events, const double *time, const uint8_t *kind,
+                                        const int64_t *tenant, const double *increment,
+                                        int64_t tenants) {
+    Loop L;
+    memset(&L, 0, sizeof L);
+    L.tenants = tenants;
+    L.fair = 1;
+    size_t t = (size_t)tenants;
+    L.fair_service = calloc(t, sizeof(double));
+    L.fair_backlogged = calloc(t, 1);
+    L.fair_baseline = calloc(t * t, sizeof(double));
+    L.fair_changed = calloc(t, 1);
+    L.fair_waiting = calloc(t, sizeof(int64_t));
+    double result = -1.0;
+    if (L.fair_service && L.fair_backlogged && L.fair_baseline && L.fair_changed &&
+        L.fair_waiting) {
+        double previous = 0.0;
+        for (int64_t e = 0; e < events; e++) {
+            if (e && time[e] != previous) fair_settle(&L);
+            previous = time[e];
+            int64_t u = tenant[e];
+            if (kind[e] == 0) {
+                if (L.fair_waiting[u]++ == 0) fair_backlog(&L, u, 1);
+            } else {
+                if (--L.fair_waiting[u] == 0) fair_backlog(&L, u, 0);
+                L.fair_service[u] += increment[e];
+                L.fair_changed[u] = 1;
+            }
+        }
+        fair_settle(&L);
+        result = L.fair_max;
+    }
+    free(L.fair_service);
+    free(L.fair_backlogged);
+    free(L.fair_baseline);
+    free(L.fair_changed);
+    free(L.fair_waiting);
+    return result;
+}
+
 /* Lets the build tools treat this file as an extension module; apslab loads it with ctypes
  * and never imports it, so this is never called. */
 void *PyInit__eventloop(void) { return 0; }

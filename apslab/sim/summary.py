@@ -26,6 +26,7 @@ from ..core.metrics import (
     tenant_table,
     throughput_tokens_per_s,
 )
+from ._compiled import pointer, service_difference_replay
 
 if TYPE_CHECKING:  # the result type calls summarize(); only its annotation is needed here
     from .result import RunResult
@@ -145,42 +146,60 @@ def weighted_service(result: RunResult) -> list[float]:
     return [float(x) for x in service]
 
 
-def static_service_difference(result: RunResult) -> float | None:
+def static_service_difference(result: RunResult, use_compiled: bool = True) -> float | None:
     """The service difference between backlogged tenants in a static run, replayed from its
     columns: a request waits from its arrival to its batch's formation, and its whole service
     (prompt and output) comes at formation. Events at one instant in the engine's order:
     arrivals, then batches in formation order, each member in pop order. None with more than
-    :data:`apslab.core.fairness.MAX_TRACKED_TENANTS` tenants."""
+    :data:`apslab.core.fairness.MAX_TRACKED_TENANTS` tenants.
+
+    The events are ordered with numpy and walked by the compiled replay when it is built (a
+    million-request run replays in milliseconds), else by :class:`ServiceDifference` in Python;
+    both give the same value (tests/test_policies.py)."""
     scenario, trace = result.scenario, result.trace
     if len(scenario.tenants) > MAX_TRACKED_TENANTS:
         return None
-    sched = scenario.scheduler
-    tracker = ServiceDifference([t.share for t in scenario.tenants], sched.vtc_input_weight,
-                                sched.vtc_output_weight)
     done = np.flatnonzero(result.completed)
     if not len(done):
         return 0.0
-    tenant = result.tenant_index
-    # Arrivals (kind 0) in (arrival, row) order; formations (kind 1) in (start, batch, member).
-    batch = result.batch_id[done]
-    member = np.empty(len(done), dtype=np.int64)
-    by_batch = np.lexsort((done, batch))
-    member[by_batch] = np.arange(len(done))
-    times = np.concatenate((trace.arrival_s[done], result.start_s[done]))
-    kinds = np.concatenate((np.zeros(len(done)), np.ones(len(done))))
-    second = np.concatenate((done, member))
-    order = np.lexsort((second, kinds, times))
-    waiting = [0] * len(scenario.tenants)
-    rows = np.concatenate((done, done))
-    prompt, output = trace.prompt_tokens, trace.output_tokens
-    time_list, kind_list, row_list = times[order].tolist(), kinds[order].tolist(), \
-        rows[order].tolist()
+    sched = scenario.scheduler
+    shares = np.array([t.share for t in scenario.tenants], dtype=np.float64)
+    tenant = np.asarray(result.tenant_index, dtype=np.int64)
+    # Arrivals (kind 0) in (arrival, row) order, then formations (kind 1) in (start, batch,
+    # member) order, merged by time with arrivals first at a tie. Each run is sorted with a
+    # stable sort and then merged with one more (timsort: near linear on sorted runs).
+    arrivals = done[np.argsort(trace.arrival_s[done], kind="stable")]
+    formations = done[np.argsort(result.batch_id[done], kind="stable")]  # (batch, row)
+    formations = formations[np.argsort(result.start_s[formations], kind="stable")]
+    times = np.concatenate((trace.arrival_s[arrivals], result.start_s[formations]))
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    kinds = (order >= len(done)).astype(np.uint8)
+    rows = np.concatenate((arrivals, formations))[order]
+    tenants = tenant[rows]
+    # A formation's service: (input_weight * P + output_weight * O) / share, in that order.
+    increments = (float(sched.vtc_input_weight) * trace.prompt_tokens[rows].astype(np.float64)
+                  + float(sched.vtc_output_weight) * trace.output_tokens[rows].astype(np.float64)
+                  ) / shares[tenants]
+    replay = service_difference_replay() if use_compiled else None
+    if replay is not None:
+        columns = [np.ascontiguousarray(c) for c in (times, kinds, tenants, increments)]
+        value = replay(len(times), *map(pointer, columns), len(shares))
+        if value < 0:
+            raise MemoryError("the compiled service-difference replay ran out of memory")
+        return value
+    return _replay_in_python(shares, sched, times, kinds, tenants, increments)
+
+
+def _replay_in_python(shares, sched, times, kinds, tenants, increments) -> float:
+    tracker = ServiceDifference(shares.tolist(), sched.vtc_input_weight, sched.vtc_output_weight)
+    waiting = [0] * len(shares)
     previous = None
-    for now, kind, row in zip(time_list, kind_list, row_list, strict=True):
+    for now, kind, u, increment in zip(times.tolist(), kinds.tolist(), tenants.tolist(),
+                                       increments.tolist(), strict=True):
         if previous is not None and now != previous:
             tracker.settle(previous)
         previous = now
-        u = int(tenant[row])
         if kind == 0:
             waiting[u] += 1
             if waiting[u] == 1:
@@ -189,11 +208,12 @@ def static_service_difference(result: RunResult) -> float | None:
             waiting[u] -= 1
             if not waiting[u]:
                 tracker.backlog(u, False)
-            tracker.service[u] += (tracker.input_weight * int(prompt[row])
-                                   + tracker.output_weight * int(output[row])) / tracker.shares[u]
+            tracker.service[u] += increment
             tracker.changed.add(u)
     tracker.settle(previous)
     return tracker.max_difference
+
+
 def token_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
     """(TTFT, TPOT) of every request, in trace-row order (NaN where undefined).
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core._gc import paused_gc
 from ..core.limiter import REASON_NAMES
-from ..io.trace import atomic_writer, csv_field, write_text_atomic
+from ..io.trace import atomic_writer, csv_field, format_floats, write_text_atomic
 from .result import ContinuousResult, IterationLog, SimulationResult
 
 REQUESTS_COLUMNS = ("request_id", "tenant_id", "arrival_s", "status", "reason", "start_s",
@@ -40,21 +40,12 @@ def _row_tails(result: SimulationResult) -> tuple[list[str], np.ndarray]:
     A completed row's tail, "completed,,start_s,finish_s,batch_id,batch_size,gpu", is the same
     for every member of its batch, and a rejected row's, "rejected,reason,,,,,", the same for
     every rejection with that reason: formatting them once per batch and per reason, not once per
-    request, saves most of the float-to-text work. A batch that starts the instant the previous
-    one on its GPU finished reuses that finish time's text.
+    request, saves most of the float-to-text work.
     """
-    starts = result.batch_start_s.tolist()
-    finish_values = result.batch_finish_s.tolist()
-    finishes = list(map(repr, finish_values))
-    last_batch_on: dict[int, int] = {}
-    tails = []
-    for batch, (start, size, gpu) in enumerate(zip(
-            starts, result.batch_size.tolist(), result.batch_gpu.tolist(), strict=True)):
-        previous = last_batch_on.get(gpu)
-        start_text = (finishes[previous] if previous is not None
-                      and finish_values[previous] == start else repr(start))
-        tails.append(f"completed,,{start_text},{finishes[batch]},{batch},{size},{gpu}")
-        last_batch_on[gpu] = batch
+    columns = zip(format_floats(result.batch_start_s), format_floats(result.batch_finish_s),
+                  result.batch_size.tolist(), result.batch_gpu.tolist(), strict=True)
+    tails = [f"completed,,{start},{finish},{batch},{size},{gpu}"
+             for batch, (start, finish, size, gpu) in enumerate(columns)]
     first_reason_tail = len(tails)
     tails.extend(f"rejected,{name},,,,," for name in REASON_NAMES[1:])
     index = np.where(result.batch_id >= 0, result.batch_id,
@@ -67,13 +58,15 @@ def _continuous_tails(result: ContinuousResult, lo: int, hi: int) -> list[str]:
     rejected = [f"rejected,{name},,,,,," for name in REASON_NAMES]
     done = result.completed[lo:hi].tolist()
     reasons = result.reason[lo:hi].tolist()
-    columns = zip(done, reasons, result.start_s[lo:hi].tolist(),
-                  result.first_token_s[lo:hi].tolist(), result.finish_s[lo:hi].tolist(),
-                  result.preemptions[lo:hi].tolist(), result.max_tbt_s[lo:hi].tolist(),
-                  result.finish_gpu[lo:hi].tolist(), strict=True)
-    return [f"completed,,{start!r},{first!r},{finish!r},{pre},"
-            f"{'' if tbt != tbt else repr(tbt)},{gpu}" if ok else rejected[reason]
-            for ok, reason, start, first, finish, pre, tbt, gpu in columns]
+    tbt = result.max_tbt_s[lo:hi]
+    starts, firsts, finishes, tbts = (format_floats(column[lo:hi]) for column in (
+        result.start_s, result.first_token_s, result.finish_s, result.max_tbt_s))
+    blank = np.isnan(tbt).tolist()
+    columns = zip(done, reasons, starts, firsts, finishes, result.preemptions[lo:hi].tolist(),
+                  tbts, blank, result.finish_gpu[lo:hi].tolist(), strict=True)
+    return [f"completed,,{start},{first},{finish},{pre},{'' if nan else tbt},{gpu}" if ok
+            else rejected[reason]
+            for ok, reason, start, first, finish, pre, tbt, nan, gpu in columns]
 
 
 def write_requests(path: str | Path, result: SimulationResult | ContinuousResult,
@@ -94,7 +87,7 @@ def write_requests(path: str | Path, result: SimulationResult | ContinuousResult
             rows = zip(
                 map(str, range(lo, hi)),
                 map(names.__getitem__, trace.tenant_codes[lo:hi].tolist()),
-                map(repr, trace.arrival_s[lo:hi].tolist()),
+                format_floats(trace.arrival_s[lo:hi]),
                 _continuous_tails(result, lo, hi) if continuous
                 else map(tails.__getitem__, tail_index[lo:hi].tolist()),
                 strict=True,
@@ -125,8 +118,8 @@ def write_iterations(path: str | Path, log: IterationLog) -> None:
     """Write ITER.csv atomically: one row per iteration (see the module docstring)."""
     with atomic_writer(path) as handle, paused_gc():
         handle.write(",".join(ITERATION_COLUMNS) + "\n")
-        rows = zip(map(str, log.gpu.tolist()), map(repr, log.start_s.tolist()),
-                   map(repr, log.duration_s.tolist()), map(str, log.requests.tolist()),
+        rows = zip(map(str, log.gpu.tolist()), format_floats(log.start_s),
+                   format_floats(log.duration_s), map(str, log.requests.tolist()),
                    map(str, log.prefill_tokens.tolist()), map(str, log.decode_tokens.tolist()),
                    map(str, log.blocks_used.tolist()), map(str, log.preempted.tolist()),
                    strict=True)
