@@ -15,7 +15,6 @@ from conftest import DATA, ROOT
 
 from apslab.core.catalogue import CATALOGUE
 from apslab.core.gpu import RooflineGPU
-from apslab.io import measurements as io_measurements
 from apslab.io.errors import InputError
 from apslab.io.measurements import (
     FIRST_TOKEN_COLUMNS,
@@ -26,8 +25,7 @@ from apslab.io.measurements import (
 from apslab.io.scenario import load_gpu_tables, load_scenario
 from apslab.lab.validation import default_calibration, default_measurements
 from apslab.plan.hardware import calibrate_files, preset_gpu
-from apslab.sim import calibration
-from apslab.sim.calibration import bench_serve_result, calibrate, from_rows, predict
+from apslab.sim.calibration import bench_serve_result, calibrate, predict
 
 # The parameters the engine is run with; the fit must find them again within 2%.
 TRUE = {"eta_bandwidth": 0.8, "eta_flops": 0.5, "overhead_s": 0.004}
@@ -51,11 +49,6 @@ def main(capsys, *args) -> tuple[int, str, str]:
     code = cli_main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def test_the_kinds_are_the_calibrations():
-    assert (io_measurements.THROUGHPUT, io_measurements.DECODE_THROUGHPUT,
-            io_measurements.FIRST_TOKEN) == calibration.KINDS
 
 
 def test_a_bench_result_written_by_the_engine_has_vllms_fields():
@@ -167,7 +160,7 @@ def test_the_gpu_file_is_what_simulate_and_plan_take(tmp_path):
     assert scenario.gpu.hbm_bytes_per_s == CATALOGUE["H100-SXM-80GB"].hbm_bytes_per_s
     assert scenario.gpu.eta_flops == pytest.approx(0.5, rel=0.02)
     # the fitted GPU predicts the engine's own measurements
-    rows = from_rows(read_measurement_file(bench))
+    rows = read_measurement_file(bench)
     assert np.allclose(predict(scenario.gpu, rows), rows.value, rtol=0.02)
     sim = run_cli("simulate", DATA / "scenarios" / "example_continuous.toml", "--trace",
                   DATA / "scenarios" / "example_trace.csv", "--gpu", out, "--quiet",
@@ -258,7 +251,7 @@ def test_too_few_usable_measurements(tmp_path):
 
 
 def test_calibrate_and_predict_agree_on_the_engine_rows():
-    rows = from_rows(read_vllm_bench_json_dict(bench_serve_result(true_gpu(), PROMPTS, OUTPUTS)))
+    rows = read_vllm_bench_json_dict(bench_serve_result(true_gpu(), PROMPTS, OUTPUTS))
     fit = calibrate(RooflineGPU(), rows)
     assert np.allclose(fit.predicted, rows.value, rtol=1e-6)
 

@@ -19,6 +19,7 @@ from conftest import doc_text, marked_block
 
 from apslab.core import gpu as gpu_module
 from apslab.core.gpu import RooflineGPU
+from apslab.io.measurements import measurements
 from apslab.lab.datasets import load_a100_decode_throughput, load_a100_first_token_latency
 from apslab.lab.validation import (
     HEADLINE_FIGURES,
@@ -26,7 +27,7 @@ from apslab.lab.validation import (
     validation_rows,
     validation_table,
 )
-from apslab.sim.calibration import calibrate, measurements, predict
+from apslab.sim.calibration import calibrate, predict
 
 
 def test_defaults_are_the_published_fit_rounded():

@@ -117,11 +117,20 @@ def read_csv_columns(path: str | Path, columns: tuple[str, ...], require_text: b
 # Measurement rows
 
 
+KINDS = (THROUGHPUT, DECODE_THROUGHPUT, FIRST_TOKEN)
+_COLUMNS = ("kind", "input_len", "output_len", "batch_size", "value", "label", "where")
+
+
 @dataclass(frozen=True)
-class MeasurementRows:
-    """Measurements read from files, one row each: ``kind`` (throughput, decode_throughput or
-    first_token), the batch's shape, the measured ``value`` (tokens/s or seconds), a ``label``
-    (the source) and ``where`` it was read (file and line, or file and request)."""
+class Measurements:
+    """Columns of measurements, one row each: what ``apslab calibrate`` fits.
+
+    ``kind`` is "throughput" (output tokens/s including prefill: B*O / batch time),
+    "decode_throughput" (B*(O-1) / decode time, prefill excluded) or "first_token" (seconds to
+    the first token: the prefill iteration); then the batch's shape, the measured ``value``
+    (tokens/s or seconds), a ``label`` (the source, for reports) and ``where`` each row was
+    read (file and line, or file and request; empty for rows made in code).
+    """
 
     kind: np.ndarray
     input_len: np.ndarray
@@ -136,29 +145,42 @@ class MeasurementRows:
 
     @staticmethod
     def from_lists(kind, input_len, output_len, batch_size, value, label, where
-                   ) -> MeasurementRows:
-        return MeasurementRows(np.array(kind, dtype=object),
-                               np.array(input_len, dtype=np.int64),
-                               np.array(output_len, dtype=np.int64),
-                               np.array(batch_size, dtype=np.int64),
-                               np.array(value, dtype=np.float64),
-                               np.array(label, dtype=object), np.array(where, dtype=object))
+                   ) -> Measurements:
+        return Measurements(np.array(kind, dtype=object), np.array(input_len, dtype=np.int64),
+                            np.array(output_len, dtype=np.int64),
+                            np.array(batch_size, dtype=np.int64),
+                            np.array(value, dtype=np.float64), np.array(label, dtype=object),
+                            np.array(where, dtype=object))
 
     @staticmethod
-    def concatenate(parts: list[MeasurementRows]) -> MeasurementRows:
-        return MeasurementRows(*(np.concatenate([getattr(p, name) for p in parts])
-                                 for name in ("kind", "input_len", "output_len", "batch_size",
-                                              "value", "label", "where")))
+    def concatenate(parts: list[Measurements]) -> Measurements:
+        return Measurements(*(np.concatenate([getattr(p, name) for p in parts])
+                              for name in _COLUMNS))
 
-    def where_mask(self, mask) -> MeasurementRows:
+    def select(self, mask) -> Measurements:
+        """The rows where ``mask`` is true."""
         mask = np.asarray(mask, dtype=bool)
-        return MeasurementRows(*(getattr(self, name)[mask]
-                                 for name in ("kind", "input_len", "output_len", "batch_size",
-                                              "value", "label", "where")))
+        return Measurements(*(getattr(self, name)[mask] for name in _COLUMNS))
+
+
+def measurements(kind, input_len, output_len, batch_size, value, label="") -> Measurements:
+    """Measurements from columns (scalars broadcast); ``kind`` one of :data:`KINDS`."""
+    columns = np.broadcast_arrays(np.asarray(kind, dtype=object),
+                                  np.asarray(input_len, dtype=np.int64),
+                                  np.asarray(output_len, dtype=np.int64),
+                                  np.asarray(batch_size, dtype=np.int64),
+                                  np.asarray(value, dtype=np.float64),
+                                  np.asarray(label, dtype=object))
+    kinds, inputs, outputs, batches, values, labels = (np.atleast_1d(np.array(c)) for c in columns)
+    unknown = sorted(set(kinds.tolist()) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown measurement kind(s) {unknown}; expected one of {KINDS}")
+    return Measurements(kinds, inputs, outputs, batches, values, labels,
+                        np.full(len(values), "", dtype=object))
 
 
 def read_measurement_file(path: str | Path, sources: list[str] | None = None
-                          ) -> MeasurementRows:
+                          ) -> Measurements:
     """A measurement file in any supported format (see the module docstring): ``.json`` is a
     vLLM benchmark result, ``.csv`` a throughput or first-token table (told apart by its
     header). ``sources`` keeps only CSV rows of those sources."""
@@ -175,26 +197,26 @@ def read_measurement_file(path: str | Path, sources: list[str] | None = None
     else:
         rows = read_throughput_csv(path)
     if sources:
-        rows = rows.where_mask(np.isin(rows.label, sources))
+        rows = rows.select(np.isin(rows.label, sources))
     return rows
 
 
-def read_throughput_csv(path: str | Path) -> MeasurementRows:
+def read_throughput_csv(path: str | Path) -> Measurements:
     """A table in the columns of data/a100_decode_throughput.csv (text fields may be empty)."""
     columns, lines = read_csv_columns(path, THROUGHPUT_COLUMNS, require_text=False)
     kinds = [DECODE_THROUGHPUT if "prefill excluded" in notes else THROUGHPUT
              for notes in columns["notes"]]
-    return MeasurementRows.from_lists(kinds, columns["input_len"], columns["output_len"],
+    return Measurements.from_lists(kinds, columns["input_len"], columns["output_len"],
                                       columns["batch_size"], columns["decode_tokens_per_s"],
                                       _labels(columns["source"], path),
                                       [f"{path} line {line}" for line in lines])
 
 
-def read_first_token_csv(path: str | Path) -> MeasurementRows:
+def read_first_token_csv(path: str | Path) -> Measurements:
     """A table in the columns of data/a100_first_token_latency.csv (text fields may be empty).
     Only the first token is timed, so every row is a prefill of ``batch_size`` prompts."""
     columns, lines = read_csv_columns(path, FIRST_TOKEN_COLUMNS, require_text=False)
-    return MeasurementRows.from_lists([FIRST_TOKEN] * len(lines), columns["input_len"],
+    return Measurements.from_lists([FIRST_TOKEN] * len(lines), columns["input_len"],
                                       [1] * len(lines), columns["batch_size"],
                                       columns["first_token_s"],
                                       _labels(columns["source"], path),
@@ -209,7 +231,7 @@ def _labels(sources: list[str], path: Path | str) -> list[str]:
 # vLLM's benchmark result
 
 
-def read_vllm_bench_json(path: str | Path) -> MeasurementRows:
+def read_vllm_bench_json(path: str | Path) -> Measurements:
     """The measurements in a ``vllm bench serve --save-result`` file made with
     ``--max-concurrency 1`` (see the module docstring)."""
     path = Path(path)
@@ -242,7 +264,7 @@ def _number(path: Path, data: dict, key: str, positive: bool = True) -> float:
     return float(value)
 
 
-def _detailed_rows(path: Path, data: dict, label: str) -> MeasurementRows:
+def _detailed_rows(path: Path, data: dict, label: str) -> Measurements:
     arrays = {key: data[key] for key in ("input_lens", "output_lens", "ttfts", "itls")}
     for key, values in arrays.items():
         if not isinstance(values, list):
@@ -284,11 +306,11 @@ def _detailed_rows(path: Path, data: dict, label: str) -> MeasurementRows:
             rows["where"].append(where)
     if not rows["kind"]:
         raise InputError(f"{path}: no successful request to fit")
-    return MeasurementRows.from_lists(rows["kind"], rows["p"], rows["o"], rows["b"],
+    return Measurements.from_lists(rows["kind"], rows["p"], rows["o"], rows["b"],
                                       rows["value"], [label] * len(rows["kind"]), rows["where"])
 
 
-def _mean_rows(path: Path, data: dict, label: str) -> MeasurementRows:
+def _mean_rows(path: Path, data: dict, label: str) -> Measurements:
     completed = _number(path, data, "completed")
     if not float(completed).is_integer():
         raise InputError(f"{path}: completed must be a whole number, got {completed!r}")
@@ -304,7 +326,7 @@ def _mean_rows(path: Path, data: dict, label: str) -> MeasurementRows:
         values.append(1000 / _number(path, data, "mean_tpot_ms"))
         outputs.append(output)
     where = f"{path} (means over {int(completed)} requests)"
-    return MeasurementRows.from_lists(kinds, [prompt] * len(kinds), outputs, [1] * len(kinds),
+    return Measurements.from_lists(kinds, [prompt] * len(kinds), outputs, [1] * len(kinds),
                                       values, [label] * len(kinds), [where] * len(kinds))
 
 

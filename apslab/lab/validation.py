@@ -17,15 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.gpu import RooflineGPU
-from ..sim.calibration import (
-    FIRST_TOKEN,
-    Calibration,
-    Measurements,
-    calibrate,
-    fits_in_memory,
-    measurements,
-    replay_benchmark,
-)
+from ..io.measurements import FIRST_TOKEN, Measurements, measurements
+from ..sim.calibration import Calibration, calibrate, fits_in_memory, replay_benchmark
 from .datasets import load_a100_decode_throughput, load_a100_first_token_latency
 
 SERVING_ENGINES = ("lmdeploy-turbomind", "nemo-framework-llama2", "tensorrt-llm-perf-v0.6.1")
@@ -45,7 +38,7 @@ def default_measurements() -> Measurements:
     first = measurements(FIRST_TOKEN, latencies.input_len[single], 1, 1,
                          latencies.first_token_s[single], latencies.source[single])
     both = Measurements.concatenate([throughputs, first])
-    return both.where(fits_in_memory(RooflineGPU(), both, A100_HBM_BYTES))
+    return both.select(fits_in_memory(RooflineGPU(), both, A100_HBM_BYTES))
 
 
 def default_calibration() -> Calibration:

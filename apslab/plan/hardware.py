@@ -30,9 +30,9 @@ from ..core.catalogue import (
 from ..core.gpu import RooflineGPU
 from ..core.roofline import LLAMA2_7B
 from ..io.errors import InputError, reading
-from ..io.measurements import MeasurementRows, read_measurement_file
+from ..io.measurements import Measurements, read_measurement_file
 from ..io.scenario import dump_toml, model_to_dict, parse_scenario
-from ..sim.calibration import PARAMETERS, Calibration, calibrate, fits_in_memory, from_rows
+from ..sim.calibration import PARAMETERS, Calibration, calibrate, fits_in_memory
 
 
 def catalogue_table(sources: bool = False) -> str:
@@ -65,7 +65,7 @@ class CalibrationRun:
     preset: str
     gpu: RooflineGPU  # the preset with the measured model, before the fit
     calibration: Calibration
-    rows: MeasurementRows  # the rows fitted, in file order
+    rows: Measurements  # the rows fitted, in file order
     dropped: int  # rows whose batch's KV cache does not fit in the GPU's memory
     files: tuple[str, ...]
 
@@ -104,17 +104,17 @@ def calibrate_files(files: Sequence[str], preset: str, *, sources: Sequence[str]
     the weights (the engine would not run them as one batch), and fit."""
     gpu = preset_gpu(preset, model_file)
     parts = [read_measurement_file(path, list(sources) or None) for path in files]
-    rows = MeasurementRows.concatenate(parts)
+    rows = Measurements.concatenate(parts)
     if sources and not len(rows):
         raise InputError(f"--source {', '.join(sources)}: no measurement row has that source")
-    fits = fits_in_memory(gpu, from_rows(rows), gpu.memory_gb * 1e9)
-    kept = rows.where_mask(fits)
+    fits = fits_in_memory(gpu, rows, gpu.memory_gb * 1e9)
+    kept = rows.select(fits)
     if len(kept) < len(PARAMETERS):
         raise InputError(f"{', '.join(files)}: {len(kept)} usable measurement(s); fitting "
                          f"{len(PARAMETERS)} parameters needs at least {len(PARAMETERS)}"
                          + (f" ({int((~fits).sum())} left out: their KV cache does not fit "
                             f"on {gpu.name})" if (~fits).any() else ""))
-    fit = calibrate(gpu, from_rows(kept))
+    fit = calibrate(gpu, kept)
     return CalibrationRun(lookup(preset).name, gpu, fit, kept, int((~fits).sum()),
                           tuple(map(str, files)))
 

@@ -270,8 +270,40 @@ class Recommendation:
                 "at_target": None if self.check is None else self.check.metrics}
 
 
+class _WritesRows:
+    """CSV and JSON output of a plan: ``rows()`` and ``to_dict()`` written atomically."""
+
+    def write_csv(self, path: str | Path) -> None:
+        from .sweep import write_rows_csv
+
+        write_rows_csv(path, self.rows())
+
+    def write_json(self, path: str | Path) -> None:
+        from ..io.trace import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+
+def _recommended(rec: Recommendation, fleet: str, goodput: bool, slos: list[SLO],
+                 by_type: bool) -> str:
+    """A recommendation as one sentence: the fleet, what it delivers at the target, the SLOs.
+    A plan across GPU types gives MBU (it differs by type) where one type's plan gives the GPU
+    utilisation."""
+    m = rec.check.metrics
+    goodput_text = (f"goodput {_fmt(m.get('goodput_rps'), '.3f')} req/s "
+                    f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), " if goodput else "")
+    at_target = (": " if by_type else
+                 f" it runs at {_fmt(m.get('gpu_utilization'), '.1%')} utilisation, ")
+    mbu = f"MBU {_fmt(m.get('mbu'), '.1%')}, " if by_type else ""
+    text = (f"target {rec.target_rps:g} req/s: cheapest is {fleet} "
+            f"(${rec.dollars_per_hour:.2f}/hour); at the target{at_target}{goodput_text}"
+            f"{_fmt(m.get('cost_per_million_tokens'), '.2f')} $ per million output tokens, {mbu}"
+            + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in slos))
+    return text + (f" ({rec.note})" if rec.note else "")
+
+
 @dataclass
-class Plan:
+class Plan(_WritesRows):
     """Per GPU count, the highest load within the SLOs and what it delivers; a recommendation."""
 
     source: str
@@ -415,30 +447,12 @@ class Plan:
             return ""
         if rec.gpus is None:
             return f"target {rec.target_rps:g} req/s: {rec.note}"
-        m = rec.check.metrics
-        goodput = (f"goodput {_fmt(m.get('goodput_rps'), '.3f')} req/s "
-                   f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), "
-                   if self.goodput else "")
-        text = (f"target {rec.target_rps:g} req/s: cheapest is {rec.gpus} GPU"
-                f"{'s' if rec.gpus > 1 else ''} (${rec.dollars_per_hour:.2f}/hour); at the target "
-                f"it runs at {_fmt(m.get('gpu_utilization'), '.1%')} utilisation, {goodput}"
-                f"{_fmt(m.get('cost_per_million_tokens'), '.2f')} $ per million output tokens, "
-                + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in self.slos))
-        return text + (f" ({rec.note})" if rec.note else "")
-
-    def write_csv(self, path: str | Path) -> None:
-        from .sweep import write_rows_csv
-
-        write_rows_csv(path, self.rows())
-
-    def write_json(self, path: str | Path) -> None:
-        from ..io.trace import write_text_atomic
-
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        return _recommended(rec, f"{rec.gpus} GPU{'s' if rec.gpus > 1 else ''}", self.goodput,
+                            self.slos, by_type=False)
 
 
 @dataclass
-class FleetPlan:
+class FleetPlan(_WritesRows):
     """One :class:`Plan` per GPU type (the same SLOs, trace and searches on each type's GPUs),
     and the cheapest (type, count) that meets the SLOs at the target, confirmed by a run."""
 
@@ -479,27 +493,9 @@ class FleetPlan:
             return ""
         if rec.gpus is None:
             return f"target {rec.target_rps:g} req/s: {rec.note}"
-        m = rec.check.metrics
         plan = self.plans[rec.gpu_type]
-        goodput = (f"goodput {_fmt(m.get('goodput_rps'), '.3f')} req/s "
-                   f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), "
-                   if plan.goodput else "")
-        text = (f"target {rec.target_rps:g} req/s: cheapest is {rec.gpus} x {rec.gpu_type} "
-                f"(${rec.dollars_per_hour:.2f}/hour); at the target: {goodput}"
-                f"{_fmt(m.get('cost_per_million_tokens'), '.2f')} $ per million output tokens, "
-                f"MBU {_fmt(m.get('mbu'), '.1%')}, "
-                + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in plan.slos))
-        return text + (f" ({rec.note})" if rec.note else "")
-
-    def write_csv(self, path: str | Path) -> None:
-        from .sweep import write_rows_csv
-
-        write_rows_csv(path, self.rows())
-
-    def write_json(self, path: str | Path) -> None:
-        from ..io.trace import write_text_atomic
-
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        return _recommended(rec, f"{rec.gpus} x {rec.gpu_type}", plan.goodput, plan.slos,
+                            by_type=True)
 
 
 def _fmt(value: Any, spec: str) -> str:

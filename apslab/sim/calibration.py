@@ -23,62 +23,12 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 from ..core.gpu import RooflineGPU
-from ..io.measurements import MeasurementRows
+from ..io.measurements import FIRST_TOKEN, THROUGHPUT, Measurements
 
 PARAMETERS = ("eta_bandwidth", "eta_flops", "overhead_s")
 _LOWER = np.array([1e-3, 1e-3, 0.0])
 _UPPER = np.array([1.0, 1.0, 1.0])
 _START = np.array([0.7, 0.6, 0.002])
-THROUGHPUT = "throughput"
-DECODE_THROUGHPUT = "decode_throughput"
-FIRST_TOKEN = "first_token"
-KINDS = (THROUGHPUT, DECODE_THROUGHPUT, FIRST_TOKEN)
-
-
-@dataclass(frozen=True)
-class Measurements:
-    """Columns of measurements, one row each.
-
-    ``kind`` is "throughput" (output tokens/s including prefill: B*O / batch time),
-    "decode_throughput" (B*(O-1) / decode time, prefill excluded) or "first_token" (seconds to
-    the first token: the prefill iteration). ``label`` names each row's source for reports.
-    """
-
-    kind: np.ndarray
-    input_len: np.ndarray
-    output_len: np.ndarray
-    batch_size: np.ndarray
-    value: np.ndarray
-    label: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    @staticmethod
-    def concatenate(parts: list[Measurements]) -> Measurements:
-        return Measurements(*(np.concatenate([getattr(p, name) for p in parts])
-                              for name in ("kind", "input_len", "output_len", "batch_size",
-                                           "value", "label")))
-
-    def where(self, mask) -> Measurements:
-        mask = np.asarray(mask, dtype=bool)
-        return Measurements(self.kind[mask], self.input_len[mask], self.output_len[mask],
-                            self.batch_size[mask], self.value[mask], self.label[mask])
-
-
-def measurements(kind, input_len, output_len, batch_size, value, label="") -> Measurements:
-    """Measurements from columns (scalars broadcast); ``kind`` one of :data:`KINDS`."""
-    columns = np.broadcast_arrays(np.asarray(kind, dtype=object),
-                                  np.asarray(input_len, dtype=np.int64),
-                                  np.asarray(output_len, dtype=np.int64),
-                                  np.asarray(batch_size, dtype=np.int64),
-                                  np.asarray(value, dtype=np.float64),
-                                  np.asarray(label, dtype=object))
-    kinds, inputs, outputs, batches, values, labels = (np.atleast_1d(np.array(c)) for c in columns)
-    unknown = sorted(set(kinds.tolist()) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown measurement kind(s) {unknown}; expected one of {KINDS}")
-    return Measurements(kinds, inputs, outputs, batches, values, labels)
 
 
 def predict(gpu: RooflineGPU, rows: Measurements) -> np.ndarray:
@@ -230,13 +180,6 @@ def replay_benchmark(gpu: RooflineGPU, input_len: int, output_len: int, batch_si
 
 # ----------------------------------------------------------------------------------------------
 # Measurement files (apslab calibrate) and a benchmark result written by the engine itself
-
-
-def from_rows(rows: MeasurementRows) -> Measurements:
-    """Measurements from rows read by :func:`apslab.io.measurements.read_measurement_file`
-    (labels are the rows' sources)."""
-    return measurements(rows.kind, rows.input_len, rows.output_len, rows.batch_size, rows.value,
-                        rows.label)
 
 
 def bench_serve_result(gpu: RooflineGPU, input_lens: list[int], output_lens: list[int], *,
