@@ -1,10 +1,14 @@
 """What both live engines share: how a request can end, its HTTP status, rate-limit headers,
-bids, and small helpers. Imports no web framework, so the engines can be driven without one.
+bids, the schedulers' clock and life cycle (:class:`LiveSchedulerBase`), and small helpers.
+Imports no web framework, so the engines can be driven without one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import difflib
+import logging
 import math
 from array import array
 from dataclasses import dataclass
@@ -13,11 +17,15 @@ import numpy as np
 
 from ..core.limiter import (
     EXCEEDS_BURST,
+    EXCEEDS_KV_CAPACITY,
+    QUEUE_FULL,
     RATE_LIMITED_INPUT,
     RATE_LIMITED_OUTPUT,
     RATE_LIMITED_REQUESTS,
+    UNKNOWN_TENANT,
     BucketLimiter,
     FixedWindowLimiter,
+    TenantManager,
     TokenBucket,
 )
 from ..core.metrics import latency_stats
@@ -208,3 +216,102 @@ def summary_with_tenant_latency(result, scenario: Scenario) -> dict:
         for i, tenant in enumerate(scenario.tenants)
     }
     return summary
+
+
+class LiveSchedulerBase:
+    """What both live schedulers share: the scaled clock on the running event loop, the
+    tenants' limiters, the life cycle (start, drain, shut down), response counting and the
+    texts of rejections.
+
+    A subclass provides ``_dispatch`` (handle every due event, then ``_schedule`` the next
+    wake-up), ``_cancel_wakeup``, ``_fail_everything`` (end every unanswered request with a
+    rejection) and ``_capacity_text`` (its wording for a request that can never fit and for a
+    full queue). Every method runs on the event loop's thread, so no locks are needed.
+    """
+
+    engine = ""
+
+    def __init__(self, scenario: Scenario, time_scale: float, history: int) -> None:
+        self.time_scale = check_time_scale(time_scale, history)
+        self.scenario = scenario
+        self.gpu_count = scenario.cluster.gpus
+        self.max_queue_length = scenario.scheduler.max_queue_length
+        self.tenants = TenantManager(t.limits() for t in scenario.tenants)
+        self.tenant_index = {t.id: i for i, t in enumerate(scenario.tenants)}
+        self.responses: dict[int, int] = {}
+        self.cancelled_at_shutdown = 0
+        self.client_disconnects = 0
+        self.closing = False
+        self.failed: BaseException | None = None
+        self._next_request_id = 0
+        self._t0: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.TimerHandle | None = None  # the dispatcher's next call
+        self._drained: asyncio.Event | None = None
+        self._shutdown_done = False
+
+    # -- clock ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Model seconds since :meth:`start` (the event loop's monotonic clock, scaled)."""
+        return (self._loop.time() - self._t0) / self.time_scale
+
+    def _wall_deadline(self, model_s: float) -> float:
+        """The event loop's time at model time ``model_s`` (what ``call_at`` takes)."""
+        return self._t0 + model_s * self.time_scale
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def rate_limit(self, tenant_id: str) -> RateLimitState:
+        """The tenant's limiter as of its last admission decision (x-ratelimit-* headers)."""
+        return rate_limit_state(self.tenants.limiters[tenant_id], self.now(), self.time_scale)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the clock; events are handled on the running event loop from now on."""
+        if self._loop is not None:
+            raise RuntimeError("the scheduler is already running")
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()  # the loop's clock, so call_at deadlines agree with now()
+        self._drained = asyncio.Event()
+
+    async def shutdown(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
+        """Refuse new requests, finish the admitted ones for up to ``drain_s`` wall seconds,
+        then end whatever is left with a ``shutting_down`` rejection (503). Safe to call more
+        than once."""
+        self.closing = True
+        if self._loop is None or self._shutdown_done:
+            return
+        self._shutdown_done = True
+        self._dispatch()  # notices at once if nothing is in flight
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout=max(0.0, drain_s))
+        self._cancel_wakeup()
+        self._fail_everything(Rejection(SHUTTING_DOWN, "the service is shutting down"))
+
+    def _fail(self, exc: BaseException) -> None:
+        """A bug must not leave clients waiting forever: end every request with a 500."""
+        self.failed = exc
+        logging.getLogger(type(self).__module__).exception(
+            "apslab %s scheduler failed", self.engine, exc_info=exc)
+        self._cancel_wakeup()
+        self._fail_everything(Rejection(INTERNAL_ERROR, f"scheduler failed: {exc!r}"))
+
+    # -- texts and counts -----------------------------------------------------------------
+
+    def _explain(self, code: int, tenant_id: str, cost: int, retry_wall_s: float | None) -> str:
+        """Why a request was rejected, for its answer's body."""
+        if code == UNKNOWN_TENANT:
+            return unknown_tenant_text(tenant_id, list(self.tenant_index), self.scenario.source)
+        if code in (EXCEEDS_KV_CAPACITY, QUEUE_FULL):
+            return self._capacity_text(code, cost)
+        return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost,
+                               None if code == EXCEEDS_BURST else retry_wall_s)
+
+    def count_response(self, tenant_label: str, status: int) -> None:
+        """Count one response (JSON /metrics and Prometheus agree by construction)."""
+        self.responses[status] = self.responses.get(status, 0) + 1
+        self.prometheus.requests.labels(tenant_label, str(status)).inc()

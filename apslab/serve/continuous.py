@@ -43,7 +43,6 @@ not trimmed: about 150 bytes per request over the service's life.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from array import array
@@ -63,12 +62,8 @@ from ..core.continuous_batcher import ContinuousBatcher
 from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.limiter import (
     ADMITTED,
-    EXCEEDS_BURST,
     EXCEEDS_KV_CAPACITY,
-    QUEUE_FULL,
     REASON_NAMES,
-    UNKNOWN_TENANT,
-    TenantManager,
 )
 from ..core.metrics import latency_stats
 from ..core.policies import make_policy
@@ -79,21 +74,17 @@ from ..sim.result import ContinuousResult, IterationTotals
 from ..sim.run import simulate
 from ..sim.summary import summarize
 from .common import (
-    DEFAULT_DRAIN_S,
     DEFAULT_HISTORY,
     INTERNAL_ERROR,
     SHUTTING_DOWN,
     STATUS_OF_REASON,
     TIME_BUCKETS_S,
     UNKNOWN_TENANT_LABEL,
+    LiveSchedulerBase,
     RateLimitState,
     Rejection,
-    check_time_scale,
     np_column,
-    over_limit_text,
-    rate_limit_state,
     summary_with_tenant_latency,
-    unknown_tenant_text,
 )
 
 logger = logging.getLogger("apslab.serve.continuous")
@@ -274,7 +265,7 @@ class _Prometheus:
         return generate_latest(self.registry)
 
 
-class ContinuousLiveScheduler:
+class ContinuousLiveScheduler(LiveSchedulerBase):
     """The continuous engine in real time (see the module docstring).
 
     Every method runs on the event loop's thread, so no locks are needed. ``submit`` decides a
@@ -289,17 +280,13 @@ class ContinuousLiveScheduler:
         if not scenario.scheduler.continuous:
             raise InputError("ContinuousLiveScheduler needs [scheduler] batching = "
                              "\"continuous\"")
-        self.time_scale = check_time_scale(time_scale, history)
-        self.scenario = scenario
+        super().__init__(scenario, time_scale, history)
         sched, tenants = scenario.scheduler, scenario.tenants
-        self.gpu_count = scenario.cluster.gpus
         self.block_size = sched.block_size
         self.total_blocks = scenario.gpu.total_blocks(sched.block_size)
         # ceil((P + O) / block_size) > total_blocks  <=>  P + O > total_blocks * block_size,
         # so TenantManager.admit's token comparison is the engine's block rule exactly.
         self.kv_capacity_tokens = self.total_blocks * sched.block_size
-        self.tenants = TenantManager(t.limits() for t in tenants)
-        self.tenant_index = {t.id: i for i, t in enumerate(tenants)}
         shares = [t.share for t in tenants]
         # The service difference between backlogged tenants, tracked as the simulator does.
         self.fairness = ServiceDifference(shares, sched.vtc_input_weight,
@@ -314,20 +301,13 @@ class ContinuousLiveScheduler:
         self.cost = scenario.gpu.iteration_cost()
         self.window = sched.batch_window_s
         self.aging = sched.aging_per_s
-        self.max_queue_length = sched.max_queue_length
         self.prometheus = _Prometheus(self)
         self.settled = _Settled(history)
-        self.responses: dict[int, int] = {}
-        self.cancelled_at_shutdown = 0
-        self.client_disconnects = 0
-        self.closing = False
-        self.failed: BaseException | None = None
 
         self._ends = [INF] * self.gpu_count  # when each GPU's iteration ends (inf: idle)
         self._timer = INF  # the batch-window timer (inf: not armed)
         self._by_handle: list[LiveRequest | None] = []  # batcher handle -> unfinished request
         self._in_flight = 0
-        self._next_request_id = 0
         # The iterations' totals, accumulated in the simulator's order and arithmetic.
         self._count = self._requests = self._tokens = 0
         self._busy = [0.0] * self.gpu_count
@@ -339,22 +319,9 @@ class ContinuousLiveScheduler:
         self._checkpoints: list[tuple[float, IterationTotals]] = []
         self._window_start = -INF
         self._lag = array("d")  # how late each iteration end was handled (model seconds)
-        self._t0: float | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.TimerHandle | None = None
-        self._wakeup_s = INF
-        self._drained: asyncio.Event | None = None
-        self._shutdown_done = False
+        self._wakeup_s = INF  # model time of the dispatcher's next call (inf: none)
 
     # -- clock and state ----------------------------------------------------------------------
-
-    def now(self) -> float:
-        """Model seconds since :meth:`start` (the event loop's monotonic clock, scaled)."""
-        return (self._loop.time() - self._t0) / self.time_scale
-
-    @property
-    def started(self) -> bool:
-        return self._loop is not None
 
     @property
     def gpus_busy(self) -> int:
@@ -368,32 +335,6 @@ class ContinuousLiveScheduler:
     def in_flight(self) -> int:
         """Admitted requests not finished yet (waiting, running or preempted)."""
         return self._in_flight
-
-    def rate_limit(self, tenant_id: str) -> RateLimitState:
-        return rate_limit_state(self.tenants.limiters[tenant_id], self.now(), self.time_scale)
-
-    # -- life cycle -------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start the clock; events are handled on the running event loop from now on."""
-        if self._loop is not None:
-            raise RuntimeError("the scheduler is already running")
-        self._loop = asyncio.get_running_loop()
-        self._t0 = self._loop.time()
-        self._drained = asyncio.Event()
-
-    async def shutdown(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
-        """Refuse new requests, finish the admitted ones for up to ``drain_s`` wall seconds,
-        then end whatever is left with a ``shutting_down`` rejection. Safe to call twice."""
-        self.closing = True
-        if self._loop is None or self._shutdown_done:
-            return
-        self._shutdown_done = True
-        self._dispatch()  # notices at once if nothing is in flight
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout=max(0.0, drain_s))
-        self._cancel_wakeup()
-        self._fail_everything(Rejection(SHUTTING_DOWN, "the service is shutting down"))
 
     def _cancel_wakeup(self) -> None:
         if self._wakeup is not None:
@@ -410,13 +351,6 @@ class ContinuousLiveScheduler:
             request.outcome = Rejection(rejection.reason, rejection.detail, request.tenant_id,
                                         request.request_id, request.arrival_s)
             request._notify()
-
-    def _fail(self, exc: BaseException) -> None:
-        """A bug must not leave clients waiting forever: end every request with a 500."""
-        self.failed = exc
-        logger.exception("apslab continuous scheduler failed", exc_info=exc)
-        self._cancel_wakeup()
-        self._fail_everything(Rejection(INTERNAL_ERROR, f"scheduler failed: {exc!r}"))
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -473,21 +407,14 @@ class ContinuousLiveScheduler:
         self._schedule()
         return request
 
-    def _explain(self, code: int, tenant_id: str, cost: int, retry_wall_s: float | None) -> str:
-        if code == UNKNOWN_TENANT:
-            return unknown_tenant_text(tenant_id, list(self.tenant_index), self.scenario.source)
+    def _capacity_text(self, code: int, cost: int) -> str:
         if code == EXCEEDS_KV_CAPACITY:
             return (f"prompt_tokens + output_tokens = {cost} needs "
                     f"{-(-cost // self.block_size)} KV blocks of {self.block_size} tokens, more "
                     f"than a GPU's {self.total_blocks} ({self.kv_capacity_tokens} tokens): this "
                     "request can never run")
-        if code == EXCEEDS_BURST:
-            return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost, None)
-        if code == QUEUE_FULL:
-            return (f"the waiting queue is full ({self.max_queue_length} requests, "
-                    "scheduler.max_queue_length); try again later")
-        return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost,
-                               retry_wall_s)
+        return (f"the waiting queue is full ({self.max_queue_length} requests, "
+                "scheduler.max_queue_length); try again later")
 
     # -- events -------------------------------------------------------------------------------
 
@@ -617,7 +544,7 @@ class ContinuousLiveScheduler:
             self._wakeup.cancel()
         self._wakeup_s = next_s
         self._wakeup = None if next_s == INF else self._loop.call_at(
-            self._t0 + next_s * self.time_scale, self._dispatch)
+            self._wall_deadline(next_s), self._dispatch)
 
     def _dispatch(self) -> None:
         self._wakeup, self._wakeup_s = None, INF
@@ -632,11 +559,6 @@ class ContinuousLiveScheduler:
             self._fail(exc)
 
     # -- metrics ------------------------------------------------------------------------------
-
-    def count_response(self, tenant_label: str, status: int) -> None:
-        """Count one response (JSON /metrics and Prometheus agree by construction)."""
-        self.responses[status] = self.responses.get(status, 0) + 1
-        self.prometheus.requests.labels(tenant_label, str(status)).inc()
 
     def note_disconnect(self, request: LiveRequest) -> None:
         """A streaming client went away: its request keeps its place in the model."""

@@ -79,12 +79,8 @@ from ..core.aging_queue import LazyAgingQueue
 from ..core.batcher import MicroBatcher
 from ..core.limiter import (
     ADMITTED,
-    EXCEEDS_BURST,
     EXCEEDS_KV_CAPACITY,
-    QUEUE_FULL,
     REASON_NAMES,
-    UNKNOWN_TENANT,
-    TenantManager,
 )
 from ..core.metrics import latency_stats
 from ..io.errors import InputError
@@ -101,14 +97,10 @@ from .common import (
     TIME_BUCKETS_S,
     UNAUTHENTICATED_LABEL,
     UNKNOWN_TENANT_LABEL,
-    RateLimitState,
+    LiveSchedulerBase,
     Rejection,
-    check_time_scale,
     effective_bid,
-    over_limit_text,
-    rate_limit_state,
     summary_with_tenant_latency,
-    unknown_tenant_text,
 )
 from .common import np_column as _np
 from .common import short as _short
@@ -357,7 +349,7 @@ class _Prometheus:
 # The scheduler
 
 
-class LiveScheduler:
+class LiveScheduler(LiveSchedulerBase):
     """The scheduler in real time: admission on arrival, a timer-driven dispatcher for the GPUs.
 
     Every method runs on the event loop's thread, so no locks are needed. ``submit`` decides a
@@ -369,58 +361,27 @@ class LiveScheduler:
 
     def __init__(self, scenario: Scenario, time_scale: float = 1.0,
                  history: int = DEFAULT_HISTORY) -> None:
-        self.time_scale = check_time_scale(time_scale, history)
-        self.scenario = scenario
+        super().__init__(scenario, time_scale, history)
         sched = scenario.scheduler
         self.kv_capacity = scenario.gpu.kv_capacity_tokens
-        self.tenants = TenantManager(t.limits() for t in scenario.tenants)
-        self.tenant_index = {t.id: i for i, t in enumerate(scenario.tenants)}
         self.default_bid = {t.id: t.priority_bid for t in scenario.tenants}
         self.queue = LazyAgingQueue(sched.aging_per_s)
         self.batcher = MicroBatcher(sched.batch_window_s, sched.max_batch_size, self.kv_capacity)
-        self.max_queue_length = sched.max_queue_length
-        self.gpu_count = scenario.cluster.gpus
         self.prometheus = _Prometheus(self)
         self.settled = _Settled(history)
-        self.responses: dict[int, int] = {}
-        self.cancelled_at_shutdown = 0
-        self.client_disconnects = 0
-        self.closing = False
-        self.failed: BaseException | None = None
 
         self._idle = list(range(self.gpu_count))  # a heap: lowest index first
         self._busy: list[tuple[float, int, _RunningBatch]] = []  # (finish_s, batch_id, batch)
         self._timer: float | None = None  # model time a formation is due
-        self._next_request_id = 0
         self.last_request_id = -1  # the id submit gave its latest request
         self._next_batch_id = 0
-        self._t0: float | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.TimerHandle | None = None  # the dispatcher's next call
-        self._wakeup_s: float | None = None  # ... and its model time
-        self._drained: asyncio.Event | None = None
-        self._shutdown_done = False
+        self._wakeup_s: float | None = None  # model time of the dispatcher's next call
 
-    # -- clock ----------------------------------------------------------------------------
-
-    def now(self) -> float:
-        """Model seconds since :meth:`start` (the event loop's monotonic clock, scaled)."""
-        return (self._loop.time() - self._t0) / self.time_scale
-
-    def _wall_deadline(self, model_s: float) -> float:
-        return self._t0 + model_s * self.time_scale
-
-    @property
-    def started(self) -> bool:
-        return self._loop is not None
+    # -- state ------------------------------------------------------------------------------
 
     @property
     def gpus_busy(self) -> int:
         return len(self._busy)
-
-    def rate_limit(self, tenant_id: str) -> RateLimitState:
-        """The tenant's bucket as of its last admission decision (x-ratelimit-* headers)."""
-        return rate_limit_state(self.tenants.limiters[tenant_id], self.now(), self.time_scale)
 
     def note_disconnect(self, _ticket) -> None:
         """A streaming client went away (its request keeps its place; counted)."""
@@ -437,28 +398,10 @@ class LiveScheduler:
 
     # -- life cycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the clock; the dispatcher runs on the running event loop from now on."""
-        if self._loop is not None:
-            raise RuntimeError("the scheduler is already running")
-        self._loop = asyncio.get_running_loop()
-        self._t0 = self._loop.time()  # the loop's clock, so call_at deadlines agree with now()
-        self._drained = asyncio.Event()
-
-    async def shutdown(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
-        """Refuse new requests, finish waiting ones for up to ``drain_s`` wall seconds, then
-        answer whatever is left 503. Safe to call more than once."""
-        self.closing = True
-        if self._loop is None or self._shutdown_done:
-            return
-        self._shutdown_done = True
-        self._dispatch()  # notices at once if nothing is waiting
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout=max(0.0, drain_s))
+    def _cancel_wakeup(self) -> None:
         if self._wakeup is not None:
             self._wakeup.cancel()
-            self._wakeup = self._wakeup_s = None
-        self._fail_everything(Rejection(SHUTTING_DOWN, "the service is shutting down"))
+        self._wakeup = self._wakeup_s = None
 
     def _fail_everything(self, rejection: Rejection) -> None:
         items = [entry[3] for entry in self.queue.entries()]
@@ -513,19 +456,12 @@ class LiveScheduler:
             self._schedule()
         return future
 
-    def _explain(self, code: int, tenant_id: str, cost: int, retry_wall_s: float | None) -> str:
-        if code == UNKNOWN_TENANT:
-            return unknown_tenant_text(tenant_id, list(self.tenant_index), self.scenario.source)
+    def _capacity_text(self, code: int, cost: int) -> str:
         if code == EXCEEDS_KV_CAPACITY:
             return (f"prompt_tokens + output_tokens = {cost} exceeds the KV-cache capacity of "
                     f"{self.kv_capacity} tokens: this request can never run")
-        if code == EXCEEDS_BURST:
-            return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost, None)
-        if code == QUEUE_FULL:
-            return (f"the queue is full ({self.max_queue_length} requests waiting, "
-                    "scheduler.max_queue_length); try again later")
-        return over_limit_text(code, tenant_id, self.tenants.limiters[tenant_id], cost,
-                               retry_wall_s)
+        return (f"the queue is full ({self.max_queue_length} requests waiting, "
+                "scheduler.max_queue_length); try again later")
 
     # -- the dispatcher -------------------------------------------------------------------
     # The worker is a timer callback rather than a task: it only ever does synchronous work
@@ -566,11 +502,8 @@ class LiveScheduler:
             if self.closing and not self.queue and not busy:
                 self._drained.set()
             self._schedule()
-        except Exception as exc:
-            # A bug here must not leave clients waiting forever: answer them all 500.
-            self.failed = exc
-            logger.exception("apslab scheduler failed")
-            self._fail_everything(Rejection(INTERNAL_ERROR, f"scheduler failed: {exc!r}"))
+        except Exception as exc:  # noqa: BLE001 - every waiting client is answered 500
+            self._fail(exc)
 
     def _form_batches(self, now: float, due: float) -> None:
         """A formation instant: idle GPUs take batches until none is idle or the queue is empty."""
@@ -609,11 +542,6 @@ class LiveScheduler:
         settled.trim()
 
     # -- metrics --------------------------------------------------------------------------
-
-    def count_response(self, tenant_label: str, status: int) -> None:
-        """Count one /infer response (JSON /metrics and Prometheus agree by construction)."""
-        self.responses[status] = self.responses.get(status, 0) + 1
-        self.prometheus.requests.labels(tenant_label, str(status)).inc()
 
     def settled_result(self) -> SimulationResult:
         """The settled requests and finished batches as a SimulationResult for ``summarize``.
