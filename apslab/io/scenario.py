@@ -420,28 +420,28 @@ def _drop_inapplicable_defaults(data: dict[str, Any]) -> None:
 # Loading and validation
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario TOML file; any problem raises InputError naming the file."""
+def read_toml(path: str | Path, what: str) -> tuple[dict[str, Any], str]:
+    """A TOML file's tables and its text; a file that cannot be read or is not TOML is an
+    InputError naming it (``what`` says what kind of file it should have been)."""
     path = Path(path)
-    with reading(path, "scenario"):
+    with reading(path, what):
         text = path.read_text(encoding="utf-8")
     try:
-        data = toml_reader.loads(text)
+        return toml_reader.loads(text), text
     except toml_reader.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML file; any problem raises InputError naming the file."""
+    data, text = read_toml(path, "scenario")
     return parse_scenario(data, source=str(path), text=text)
 
 
 def load_gpu_tables(path: str | Path) -> dict[str, Any]:
     """Read a GPU file: a ``[gpu]`` table and optionally a ``[model]`` one (what ``apslab
     calibrate`` writes), checked as a scenario's would be, errors naming this file and line."""
-    path = Path(path)
-    with reading(path, "GPU"):
-        text = path.read_text(encoding="utf-8")
-    try:
-        data = toml_reader.loads(text)
-    except toml_reader.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    data, text = read_toml(path, "GPU")
     v = _Validator(str(path), text)
     v.keys(data, ("gpu", "model"), "", top_level=True)
     if not isinstance(data.get("gpu"), dict):

@@ -11,7 +11,6 @@ fitted keys (and the ``[model]`` table when it is not Llama-2-7B), which ``apsla
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,9 @@ from ..core.catalogue import (
 )
 from ..core.gpu import RooflineGPU
 from ..core.roofline import LLAMA2_7B
-from ..io.errors import InputError, reading
+from ..io.errors import InputError
 from ..io.measurements import Measurements, read_measurement_file
-from ..io.scenario import dump_toml, model_to_dict, parse_scenario
+from ..io.scenario import dump_toml, model_to_dict, parse_scenario, read_toml
 from ..sim.calibration import PARAMETERS, Calibration, calibrate, fits_in_memory
 
 
@@ -81,12 +80,7 @@ def preset_gpu(preset: str, model_file: str | None = None) -> RooflineGPU:
     source = "--gpu-preset"
     if model_file:
         path = Path(model_file)
-        with reading(path, "model"):
-            text = path.read_text(encoding="utf-8")
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path}: not valid TOML: {exc}") from None
+        data, _text = read_toml(path, "model")
         if set(data) != {"model"} or not isinstance(data["model"], dict):
             raise InputError(f"{path}: expected one [model] table (hidden, layers, heads, "
                              "kv_heads, intermediate, vocab, bytes_per_param)")
