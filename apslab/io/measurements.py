@@ -113,6 +113,14 @@ def read_csv_columns(path: str | Path, columns: tuple[str, ...], require_text: b
     return out, lines
 
 
+def column_arrays(columns: dict[str, list]) -> dict[str, np.ndarray]:
+    """:func:`read_csv_columns`' lists as numpy columns: int64 lengths and batch sizes,
+    float64 measured values, object arrays of text."""
+    return {name: np.array(values, dtype=np.int64 if name in INTEGER_COLUMNS
+                           else np.float64 if name in VALUE_COLUMNS else object)
+            for name, values in columns.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # Measurement rows
 
@@ -207,9 +215,9 @@ def read_throughput_csv(path: str | Path) -> Measurements:
     kinds = [DECODE_THROUGHPUT if "prefill excluded" in notes else THROUGHPUT
              for notes in columns["notes"]]
     return Measurements.from_lists(kinds, columns["input_len"], columns["output_len"],
-                                      columns["batch_size"], columns["decode_tokens_per_s"],
-                                      _labels(columns["source"], path),
-                                      [f"{path} line {line}" for line in lines])
+                                   columns["batch_size"], columns["decode_tokens_per_s"],
+                                   _labels(columns["source"], path),
+                                   [f"{path} line {line}" for line in lines])
 
 
 def read_first_token_csv(path: str | Path) -> Measurements:
@@ -217,10 +225,9 @@ def read_first_token_csv(path: str | Path) -> Measurements:
     Only the first token is timed, so every row is a prefill of ``batch_size`` prompts."""
     columns, lines = read_csv_columns(path, FIRST_TOKEN_COLUMNS, require_text=False)
     return Measurements.from_lists([FIRST_TOKEN] * len(lines), columns["input_len"],
-                                      [1] * len(lines), columns["batch_size"],
-                                      columns["first_token_s"],
-                                      _labels(columns["source"], path),
-                                      [f"{path} line {line}" for line in lines])
+                                   [1] * len(lines), columns["batch_size"],
+                                   columns["first_token_s"], _labels(columns["source"], path),
+                                   [f"{path} line {line}" for line in lines])
 
 
 def _labels(sources: list[str], path: Path | str) -> list[str]:
@@ -307,7 +314,7 @@ def _detailed_rows(path: Path, data: dict, label: str) -> Measurements:
     if not rows["kind"]:
         raise InputError(f"{path}: no successful request to fit")
     return Measurements.from_lists(rows["kind"], rows["p"], rows["o"], rows["b"],
-                                      rows["value"], [label] * len(rows["kind"]), rows["where"])
+                                   rows["value"], [label] * len(rows["kind"]), rows["where"])
 
 
 def _mean_rows(path: Path, data: dict, label: str) -> Measurements:
@@ -327,7 +334,7 @@ def _mean_rows(path: Path, data: dict, label: str) -> Measurements:
         outputs.append(output)
     where = f"{path} (means over {int(completed)} requests)"
     return Measurements.from_lists(kinds, [prompt] * len(kinds), outputs, [1] * len(kinds),
-                                      values, [label] * len(kinds), [where] * len(kinds))
+                                   values, [label] * len(kinds), [where] * len(kinds))
 
 
 def _whole(value: Any) -> bool:

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.measurements import FIRST_TOKEN_COLUMNS, THROUGHPUT_COLUMNS, read_csv_columns
+from ..io.measurements import (
+    FIRST_TOKEN_COLUMNS,
+    THROUGHPUT_COLUMNS,
+    column_arrays,
+    read_csv_columns,
+)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 A100_DECODE_CSV = DATA_DIR / "a100_decode_throughput.csv"
@@ -135,15 +140,7 @@ def load_a100_decode_throughput(path: str | Path | None = None) -> DecodeMeasure
     columns, _lines = read_csv_columns(path, A100_DECODE_COLUMNS)
     notes = columns["notes"]
     return DecodeMeasurements(
-        source=np.array(columns["source"], dtype=object),
-        model=np.array(columns["model"], dtype=object),
-        gpu=np.array(columns["gpu"], dtype=object),
-        precision=np.array(columns["precision"], dtype=object),
-        input_len=np.array(columns["input_len"], dtype=np.int64),
-        output_len=np.array(columns["output_len"], dtype=np.int64),
-        batch_size=np.array(columns["batch_size"], dtype=np.int64),
-        decode_tokens_per_s=np.array(columns["decode_tokens_per_s"], dtype=np.float64),
-        notes=np.array(notes, dtype=object),
+        **column_arrays(columns),
         decode_only=np.array(["prefill excluded" in n for n in notes], dtype=bool),
         variant=np.array([_variant(n) for n in notes], dtype=object),
         path=str(path),
@@ -176,13 +173,6 @@ def load_a100_first_token_latency(path: str | Path | None = None) -> FirstTokenL
     positive latencies, no empty citation), naming file and line on any problem."""
     path = Path(path) if path is not None else A100_FIRST_TOKEN_CSV
     columns, _lines = read_csv_columns(path, A100_FIRST_TOKEN_COLUMNS)
-    return FirstTokenLatencies(
-        source=np.array(columns["source"], dtype=object),
-        model=np.array(columns["model"], dtype=object),
-        gpu=np.array(columns["gpu"], dtype=object),
-        input_len=np.array(columns["input_len"], dtype=np.int64),
-        output_len=np.array(columns["output_len"], dtype=np.int64),
-        batch_size=np.array(columns["batch_size"], dtype=np.int64),
-        first_token_s=np.array(columns["first_token_s"], dtype=np.float64),
-        notes=np.array(columns["notes"], dtype=object),
-    )
+    arrays = column_arrays(columns)
+    del arrays["precision"]  # not kept: every row is fp16 (spelled two ways in the file)
+    return FirstTokenLatencies(**arrays)

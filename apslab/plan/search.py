@@ -284,21 +284,27 @@ class _WritesRows:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
-def _recommended(rec: Recommendation, fleet: str, goodput: bool, slos: list[SLO],
-                 by_type: bool) -> str:
+def _recommendation_text(rec: Recommendation | None, plan: Plan | None, by_type: bool) -> str:
     """A recommendation as one sentence: the fleet, what it delivers at the target, the SLOs.
-    A plan across GPU types gives MBU (it differs by type) where one type's plan gives the GPU
-    utilisation."""
+    A plan across GPU types (``by_type``) names the type and gives MBU (it differs by type)
+    where one type's plan gives the GPU utilisation."""
+    if rec is None:
+        return ""
+    if rec.gpus is None:
+        return f"target {rec.target_rps:g} req/s: {rec.note}"
     m = rec.check.metrics
+    fleet = (f"{rec.gpus} x {rec.gpu_type}" if by_type
+             else f"{rec.gpus} GPU{'s' if rec.gpus > 1 else ''}")
     goodput_text = (f"goodput {_fmt(m.get('goodput_rps'), '.3f')} req/s "
-                    f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), " if goodput else "")
+                    f"({_fmt(m.get('slo_attainment'), '.1%')} attainment), "
+                    if plan.goodput else "")
     at_target = (": " if by_type else
                  f" it runs at {_fmt(m.get('gpu_utilization'), '.1%')} utilisation, ")
     mbu = f"MBU {_fmt(m.get('mbu'), '.1%')}, " if by_type else ""
     text = (f"target {rec.target_rps:g} req/s: cheapest is {fleet} "
             f"(${rec.dollars_per_hour:.2f}/hour); at the target{at_target}{goodput_text}"
             f"{_fmt(m.get('cost_per_million_tokens'), '.2f')} $ per million output tokens, {mbu}"
-            + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in slos))
+            + ", ".join(f"{s.path} {_fmt(s.value(m), '.4g')}" for s in plan.slos))
     return text + (f" ({rec.note})" if rec.note else "")
 
 
@@ -442,13 +448,7 @@ class Plan(_WritesRows):
         return f"{row['max_load']:.4g}"
 
     def recommendation_text(self) -> str:
-        rec = self.recommendation
-        if rec is None:
-            return ""
-        if rec.gpus is None:
-            return f"target {rec.target_rps:g} req/s: {rec.note}"
-        return _recommended(rec, f"{rec.gpus} GPU{'s' if rec.gpus > 1 else ''}", self.goodput,
-                            self.slos, by_type=False)
+        return _recommendation_text(self.recommendation, self, by_type=False)
 
 
 @dataclass
@@ -489,13 +489,8 @@ class FleetPlan(_WritesRows):
 
     def recommendation_text(self) -> str:
         rec = self.recommendation
-        if rec is None:
-            return ""
-        if rec.gpus is None:
-            return f"target {rec.target_rps:g} req/s: {rec.note}"
-        plan = self.plans[rec.gpu_type]
-        return _recommended(rec, f"{rec.gpus} x {rec.gpu_type}", plan.goodput, plan.slos,
-                            by_type=True)
+        plan = self.plans[rec.gpu_type] if rec is not None and rec.gpus is not None else None
+        return _recommendation_text(rec, plan, by_type=True)
 
 
 def _fmt(value: Any, spec: str) -> str:
