@@ -30,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from run import cpu_name  # noqa: E402  (benchmarks/run.py, beside this script)
+
 from apslab.sim import _compiled  # noqa: E402
 
 TRACE = ROOT / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
@@ -93,14 +95,7 @@ def engine() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{cpu}, {cores} cores; {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}")

@@ -467,15 +467,19 @@ def continuous_targets(cont: dict, sizes: list[int]) -> dict[str, bool]:
 # Report
 
 
-def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what platform knows of it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description() -> str:
+    cpu = cpu_name()
     try:
         memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
         memory_text = f"{memory} GiB RAM"

@@ -26,17 +26,22 @@ FIELDS = ("tenant_id", "prompt_tokens", "output_tokens", "tokens_requested", "pr
 MAX_TOKENS = 2**53
 
 
-@pytest.fixture(scope="module")
-def client():
-    scenario = make_scenario(tenants=TENANTS, gpu={"kv_cache_gib": KV_CAPACITY_GIB,
-                                                   "prefill_tokens_per_s": 1e6,
-                                                   "decode_tokens_per_s": 1e6})
+def _served(scenario):
+    """An httpx client of a service on ``scenario`` in a background thread, stopped after."""
     service = start_in_thread(scenario, time_scale=1e-3, drain_s=1.0)
     try:
         with httpx.Client(base_url=service.url, timeout=30) as http:
             yield http
     finally:
         assert service.stop()
+
+
+@pytest.fixture(scope="module")
+def client():
+    scenario = make_scenario(tenants=TENANTS, gpu={"kv_cache_gib": KV_CAPACITY_GIB,
+                                                   "prefill_tokens_per_s": 1e6,
+                                                   "decode_tokens_per_s": 1e6})
+    yield from _served(scenario)
 
 
 json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
@@ -164,12 +169,7 @@ def v1():
     scenario = make_scenario(tenants=TENANTS, gpu={"kv_cache_gib": KV_CAPACITY_GIB},
                              scheduler={"batching": "continuous"},
                              tenant_keys={"max_bid": 3.0})
-    service = start_in_thread(scenario, time_scale=1e-3, drain_s=1.0)
-    try:
-        with httpx.Client(base_url=service.url, timeout=30) as http:
-            yield http
-    finally:
-        assert service.stop()
+    yield from _served(scenario)
 
 
 small_counts = st.integers(-3, 40) | st.sampled_from([0, 2047, 2048, MAX_TOKENS]) | json_values
