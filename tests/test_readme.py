@@ -1,4 +1,5 @@
-"""The README's worked examples are what the current code prints."""
+"""The README's worked examples (and the continuous one on docs/continuous.md) are what the
+current code prints."""
 
 import subprocess
 import sys
@@ -17,15 +18,16 @@ def _rerun(block: str, tmp_path) -> tuple[str, str]:
     return proc.stdout, expected
 
 
-@pytest.mark.parametrize("name", ["example-output", "continuous-output"])
-def test_readme_example_outputs_are_current(name, tmp_path):
-    readme = doc_text("README.md")
-    got, expected = _rerun(marked_block(readme, name, fenced=True), tmp_path)
+@pytest.mark.parametrize(("page", "name"), [("README.md", "example-output"),
+                                           ("docs/continuous.md", "continuous-output")])
+def test_readme_example_outputs_are_current(page, name, tmp_path):
+    got, expected = _rerun(marked_block(doc_text(page), name, fenced=True), tmp_path)
     assert got == expected
     if name == "example-output":
         first_rows = (tmp_path / "REQUESTS.csv").read_text().splitlines()[:4]
+        reference = doc_text("docs/simulator.md")
         for row in first_rows:
-            assert "    " + row in readme
+            assert "    " + row in reference
 
 
 def test_readme_names_the_two_commands():
