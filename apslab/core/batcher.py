@@ -126,8 +126,7 @@ class MicroBatcher:
                 break  # no skipping ahead
             policy.pop()
             policy.admitted(handle, prompt)
-            for _ in range(output):
-                policy.emitted(handle)
+            policy.emitted_many(handle, output)
             ids.append(entry[2])
             items.append(item)
             used += prompt + output

@@ -64,6 +64,9 @@ class PriorityPolicy:
     def emitted(self, handle: int) -> None:
         """A token: nothing to charge."""
 
+    def emitted_many(self, handle: int, count: int) -> None:
+        """``count`` tokens at once (a static batch's whole output): nothing to charge."""
+
 
 class FCFSPolicy(PriorityPolicy):
     """Waiting heap by (arrival_s, request_id); running list in admission order."""
@@ -94,6 +97,7 @@ class VTCPolicy:
         self.queues: list[list[tuple[tuple[float, int], int]]] = [[] for _ in self.shares]
         self.backlogged: set[int] = set()  # tenants with waiting requests
         self.waiting = 0
+        self._next: int | None = None  # the tenant peek found, until a counter or queue changes
 
     def add(self, handle: int, *, neg_key: float, arrival_s: float, request_id: int,
             tenant: int = 0) -> None:
@@ -105,17 +109,27 @@ class VTCPolicy:
 
     def push(self, handle: int) -> None:
         tenant = self.tenant[handle]
-        if tenant not in self.backlogged:
-            others = [self.counters[u] for u in self.backlogged]
-            if others:
-                self.counters[tenant] = max(self.counters[tenant], min(others))
-            self.backlogged.add(tenant)
+        self.counters[tenant] = self.lifted_counter(tenant)
+        self.backlogged.add(tenant)
         heapq.heappush(self.queues[tenant], (self.order[handle], handle))
         self.waiting += 1
+        self._next = None
+
+    def lifted_counter(self, tenant: int) -> float:
+        """The counter of ``tenant`` as a request of its joins the waiting queue: lifted to the
+        smallest counter of the other waiting tenants if it had no waiting request (never
+        lowered; nobody else waiting, no lift), else unchanged."""
+        own = self.counters[tenant]
+        if tenant in self.backlogged:
+            return own
+        others = [self.counters[u] for u in self.backlogged]
+        return max(own, min(others)) if others else own
 
     def _next_tenant(self) -> int:
-        counters = self.counters
-        return min(self.backlogged, key=lambda u: (counters[u], u))
+        if self._next is None:
+            counters = self.counters
+            self._next = min(self.backlogged, key=lambda u: (counters[u], u))
+        return self._next
 
     def peek(self) -> int:
         return self.queues[self._next_tenant()][0][1]
@@ -126,6 +140,7 @@ class VTCPolicy:
         handle = heapq.heappop(queue)[1]
         if not queue:
             self.backlogged.discard(tenant)
+            self._next = None
         self.waiting -= 1
         return handle
 
@@ -135,10 +150,22 @@ class VTCPolicy:
     def admitted(self, handle: int, prompt_tokens: int) -> None:
         tenant = self.tenant[handle]
         self.counters[tenant] += self.input_weight * prompt_tokens / self.shares[tenant]
+        self._next = None
 
     def emitted(self, handle: int) -> None:
         tenant = self.tenant[handle]
         self.counters[tenant] += self.output_weight / self.shares[tenant]
+        self._next = None
+
+    def emitted_many(self, handle: int, count: int) -> None:
+        """``count`` tokens at once, added one by one (the same float sums as ``emitted``)."""
+        tenant = self.tenant[handle]
+        step = self.output_weight / self.shares[tenant]
+        counter = self.counters[tenant]
+        for _ in range(count):
+            counter += step
+        self.counters[tenant] = counter
+        self._next = None
 
 
 def make_policy(name: str, shares: Sequence[float] = (), input_weight: float = 1.0,

@@ -11,7 +11,6 @@ the check cell by whether it raised. Nothing is written to stderr.
 
 from __future__ import annotations
 
-import heapq
 import math
 import numbers
 import traceback
@@ -1005,14 +1004,10 @@ class _StudentVTC:
         lift, names = self.lift, self.names
 
         class Student(VTCPolicy):
-            def push(self, handle: int) -> None:
-                tenant = self.tenant[handle]
+            def lifted_counter(self, tenant: int) -> float:
                 counters = dict(zip(names, self.counters, strict=True))
                 waiting = {names[u] for u in self.backlogged}
-                self.counters[tenant] = float(lift(counters, waiting, names[tenant]))
-                self.backlogged.add(tenant)
-                heapq.heappush(self.queues[tenant], (self.order[handle], handle))
-                self.waiting += 1
+                return float(lift(counters, waiting, names[tenant]))
 
         return Student(shares, input_weight, output_weight)
 
