@@ -50,7 +50,6 @@ FIRST_TOKEN_COLUMNS = ("source", "model", "gpu", "precision", "input_len", "outp
                        "batch_size", "first_token_s", "notes")
 INTEGER_COLUMNS = ("input_len", "output_len", "batch_size")
 VALUE_COLUMNS = ("decode_tokens_per_s", "first_token_s")
-TEXT_COLUMNS = ("source", "model", "gpu", "precision", "notes")
 
 
 # --------------------------------------------------------------------------------------------

@@ -105,8 +105,10 @@ def summarize(result: RunResult, goodput: GoodputTargets | None = None) -> dict:
         "queue_wait_s": latency_stats(wait[done]),
         "latency_s": latency_stats(latency[done]),
     }
+    if continuous or goodput:
+        ttft, tpot = token_times(result)
     if continuous:
-        summary.update(_continuous_keys(result, elapsed, per_tenant, tenant_ids))
+        summary.update(_continuous_keys(result, elapsed, per_tenant, tenant_ids, ttft, tpot))
     else:
         batches = len(result.batch_size)
         kv_capacity = scenario.gpu.kv_capacity_tokens
@@ -126,7 +128,8 @@ def summarize(result: RunResult, goodput: GoodputTargets | None = None) -> dict:
         per_tenant[tenant_id]["weighted_service"] = service
     summary["tenants"] = per_tenant
     if goodput:
-        summary.update(goodput_keys(result, goodput, elapsed, per_tenant, tenant_ids))
+        good = meets_targets(result.completed, ttft, tpot, latency, goodput)
+        summary.update(goodput_keys(result, good, goodput, elapsed, per_tenant, tenant_ids))
     return summary
 
 
@@ -236,15 +239,12 @@ def token_times(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
     return first - trace.arrival_s, tpot
 
 
-def goodput_keys(result: RunResult, targets: GoodputTargets, elapsed: float,
+def goodput_keys(result: RunResult, good: np.ndarray, targets: GoodputTargets, elapsed: float,
                  per_tenant: dict, tenant_ids: list[str]) -> dict:
     """``goodput_rps``, ``slo_attainment`` and ``goodput_targets`` of a run (and the first two in
-    every tenant's row): good requests met every target (:func:`apslab.core.metrics.meets_targets`
-    on :func:`token_times`)."""
+    every tenant's row); ``good`` marks the requests that met every target
+    (:func:`apslab.core.metrics.meets_targets` on :func:`token_times`)."""
     trace = result.trace
-    ttft, tpot = token_times(result)
-    good = meets_targets(result.completed, ttft, tpot, result.finish_s - trace.arrival_s,
-                         targets)
     count = int(good.sum())
     known = result.tenant_index >= 0
     good_per_tenant = np.bincount(result.tenant_index[good & known],
@@ -260,27 +260,27 @@ def goodput_keys(result: RunResult, targets: GoodputTargets, elapsed: float,
     }
 
 
-def _continuous_keys(result, elapsed: float, per_tenant: dict, tenant_ids: list[str]) -> dict:
-    """The continuous engine's own SUMMARY keys (and ttft_p99_s in every tenant's row)."""
+def _continuous_keys(result, elapsed: float, per_tenant: dict, tenant_ids: list[str],
+                     ttft: np.ndarray, tpot: np.ndarray) -> dict:
+    """The continuous engine's own SUMMARY keys (and ttft_p99_s in every tenant's row), from
+    :func:`token_times`' columns."""
     scenario, trace = result.scenario, result.trace
     gpus = scenario.cluster.gpus
     gpu = scenario.gpu
     done = result.completed
     totals = result.iterations
     multi = done & (trace.output_tokens >= 2)
-    ttft = result.first_token_s - trace.arrival_s
     ttft_p99 = grouped_percentile(ttft[done], result.tenant_index[done], len(tenant_ids), 99)
     for tenant_id, value in zip(tenant_ids, ttft_p99, strict=True):
         per_tenant[tenant_id]["ttft_p99_s"] = value
     seconds = elapsed * gpus if elapsed > 0 else 0.0
-    preempted = result.preemptions[done] if len(done) else result.preemptions
     return {
         "ttft_s": latency_stats(ttft[done]),
-        "tpot_s": latency_stats(result.tpot_s),
+        "tpot_s": latency_stats(tpot[multi]),
         "max_tbt_s": latency_stats(result.max_tbt_s[multi]),
         "preemptions": {
             "count": int(result.preemptions.sum()),
-            "requests_preempted": int((preempted > 0).sum()),
+            "requests_preempted": int((result.preemptions[done] > 0).sum()),
         },
         "iterations": {
             "count": totals.count,

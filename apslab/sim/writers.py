@@ -114,14 +114,17 @@ def write_summary(path: str | Path, summary: dict) -> None:
     write_text_atomic(path, summary_json(summary))
 
 
-def write_iterations(path: str | Path, log: IterationLog) -> None:
-    """Write ITER.csv atomically: one row per iteration (see the module docstring)."""
+def write_iterations(path: str | Path, log: IterationLog, chunk_rows: int = 1 << 16) -> None:
+    """Write ITER.csv atomically: one row per iteration (see the module docstring), streaming
+    ``chunk_rows`` rows at a time."""
     with atomic_writer(path) as handle, paused_gc():
         handle.write(",".join(ITERATION_COLUMNS) + "\n")
-        rows = zip(map(str, log.gpu.tolist()), format_floats(log.start_s),
-                   format_floats(log.duration_s), map(str, log.requests.tolist()),
-                   map(str, log.prefill_tokens.tolist()), map(str, log.decode_tokens.tolist()),
-                   map(str, log.blocks_used.tolist()), map(str, log.preempted.tolist()),
-                   strict=True)
-        for line in map(",".join, rows):
-            handle.write(line + "\n")
+        for lo in range(0, len(log), chunk_rows):
+            part = slice(lo, lo + chunk_rows)
+            rows = zip(map(str, log.gpu[part].tolist()), format_floats(log.start_s[part]),
+                       format_floats(log.duration_s[part]), map(str, log.requests[part].tolist()),
+                       map(str, log.prefill_tokens[part].tolist()),
+                       map(str, log.decode_tokens[part].tolist()),
+                       map(str, log.blocks_used[part].tolist()),
+                       map(str, log.preempted[part].tolist()), strict=True)
+            handle.write("\n".join(map(",".join, rows)) + "\n")
