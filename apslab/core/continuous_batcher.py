@@ -92,7 +92,6 @@ class ContinuousBatcher:
         self.generated: list[int] = []
         self.blocks: list[int] = []
         self.preemptions: list[int] = []
-        self.started: list[bool] = []
         self.admitted_once: list[bool] = []
         self.tenant: list[int] = []
         self.observer = observer
@@ -115,7 +114,6 @@ class ContinuousBatcher:
         self.generated.append(0)
         self.blocks.append(0)
         self.preemptions.append(0)
-        self.started.append(False)
         self.admitted_once.append(False)
         self.tenant.append(tenant)
         self.policy.add(handle, neg_key=neg_key, arrival_s=arrival_s, request_id=request_id,
@@ -194,6 +192,7 @@ class ContinuousBatcher:
             tokens.append(n)
             i += 1
         admitted: list[int] = []
+        newly_started: list[int] = []
         if not preempted:
             max_seqs = self.max_num_seqs
             while len(policy) and len(running) < max_seqs and budget > 0:
@@ -204,8 +203,9 @@ class ContinuousBatcher:
                     break
                 self._from_waiting()
                 policy.place(running, handle)
-                if not self.admitted_once[handle]:
+                if not self.admitted_once[handle]:  # first admission = first round scheduled
                     self.admitted_once[handle] = True
+                    newly_started.append(handle)
                     policy.admitted(handle, prompt[handle])
                     if self.observer is not None:
                         self.observer.admitted(self.tenant[handle], prompt[handle])
@@ -219,9 +219,8 @@ class ContinuousBatcher:
         if not handles:
             return None
         iteration = Iteration(gpu, handles, tokens, preempted, self.total_blocks - free,
-                              admitted=admitted)
+                              admitted=admitted, newly_started=newly_started)
         context = new = pairs = decode = 0
-        started = self.started
         for handle, n in zip(handles, tokens, strict=True):
             c = computed[handle]
             context += c + n
@@ -229,9 +228,6 @@ class ContinuousBatcher:
             pairs += n * c + n * (n + 1) // 2
             if n == 1 and generated[handle] and c == prompt[handle] + generated[handle] - 1:
                 decode += 1
-            if not started[handle]:
-                started[handle] = True
-                iteration.newly_started.append(handle)
         iteration.context_tokens, iteration.new_tokens = context, new
         iteration.attention_pairs, iteration.decode_tokens = pairs, decode
         self.in_flight[gpu] = iteration
