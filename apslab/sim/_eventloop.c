@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/_bucket_step.h"
+
 typedef struct {
     double neg_key;
     double arrival;
@@ -916,17 +918,10 @@ int64_t apslab_run_continuous(
                     status[k++] = STATUS_QUEUE_FULL;
                     continue;
                 }
-                /* TokenBucket.consume(P + O, a): refilled = tokens + (now - last) * rate;
-                 * available = min(burst, refilled) (refilled only if strictly smaller). */
+                /* TokenBucket.consume(P + O, a) */
                 int64_t u = tenant[k];
-                double cost = (double)(prompt[k] + output[k]);
-                double refilled = bucket_tokens[u] + (a - bucket_last[u]) * bucket_rate[u];
-                double available = refilled < bucket_burst[u] ? refilled : bucket_burst[u];
-                bucket_last[u] = a;
-                if (available >= cost) {
-                    bucket_tokens[u] = available - cost;
-                } else {
-                    bucket_tokens[u] = available;
+                if (!bucket_step(&bucket_tokens[u], &bucket_last[u], a, bucket_rate[u],
+                                 bucket_burst[u], (double)(prompt[k] + output[k]))) {
                     status[k++] = STATUS_RATE_LIMITED;
                     continue;
                 }
