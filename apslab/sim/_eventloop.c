@@ -294,6 +294,7 @@ typedef struct {
     int64_t tenants;
     const double *shares;
     double input_weight, output_weight;
+    double *out_charge;   /* per tenant: output_weight / share, a token's charge and service */
     double *counter;
     HandleHeap *queue;    /* per tenant */
     int64_t *theap;       /* backlogged tenants, min-heap on (counter, tenant) */
@@ -647,13 +648,15 @@ static int gpu_round(Loop *L, int64_t g, double t) {
             if (running_place(L, G, h) < 0) return -1;
             if (!L->admitted_once[h]) {
                 L->admitted_once[h] = 1;
+                /* The prompt is charged (VTC) and is service, once: input_weight * P / share. */
                 int64_t u = L->tenant[h];
-                if (L->policy == POLICY_VTC) { /* charged once: input_weight * P / share */
-                    L->counter[u] += L->input_weight * (double)prompt[h] / L->shares[u];
+                double charge = L->input_weight * (double)prompt[h] / L->shares[u];
+                if (L->policy == POLICY_VTC) {
+                    L->counter[u] += charge;
                     vtc_charged(L, u);
                 }
-                if (L->fair) { /* the prompt is service, once */
-                    L->fair_service[u] += L->input_weight * (double)prompt[h] / L->shares[u];
+                if (L->fair) {
+                    L->fair_service[u] += charge;
                     L->fair_changed[u] = 1;
                 }
             }
@@ -713,12 +716,12 @@ static void gpu_complete(Loop *L, int64_t g, double t) {
         L->generated[h]++;
         if (L->policy == POLICY_VTC) {
             int64_t u = L->tenant[h];
-            L->counter[u] += L->output_weight / L->shares[u];
+            L->counter[u] += L->out_charge[u];
             vtc_charged(L, u);
         }
         if (L->fair) {
             int64_t u = L->tenant[h];
-            L->fair_service[u] += L->output_weight / L->shares[u];
+            L->fair_service[u] += L->out_charge[u];
             L->fair_changed[u] = 1;
         }
         int64_t row = L->row[h];
@@ -776,6 +779,7 @@ static void loop_free(Loop *L) {
     free(L->blocks);
     free(L->last_token);
     free(L->admitted_once);
+    free(L->out_charge);
     free(L->fair_service);
     free(L->fair_backlogged);
     free(L->fair_baseline);
@@ -863,6 +867,11 @@ int64_t apslab_run_continuous(
     L.last_token = malloc(n * sizeof(double));
     L.admitted_once = calloc(n, 1);
     int ok = L.gpu && L.computed && L.generated && L.blocks && L.last_token && L.admitted_once;
+    if (ok && (policy == POLICY_VTC || track_fairness)) {
+        L.out_charge = malloc((size_t)(tenants > 0 ? tenants : 1) * sizeof(double));
+        ok = L.out_charge != NULL;
+        for (int64_t u = 0; ok && u < tenants; u++) L.out_charge[u] = output_weight / shares[u];
+    }
     if (ok && policy == POLICY_VTC) {
         size_t t = (size_t)(tenants > 0 ? tenants : 1);
         L.counter = calloc(t, sizeof(double));
