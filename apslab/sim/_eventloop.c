@@ -98,7 +98,8 @@ static Busy busy_pop(Busy *heap, int64_t *size) {
     return top;
 }
 
-static void idle_push(int64_t *heap, int64_t *size, int64_t value) {
+/* A binary min-heap of int64 values: the idle GPUs here, each tenant's waiting handles (VTC). */
+static void int_heap_push(int64_t *heap, int64_t *size, int64_t value) {
     int64_t i = (*size)++;
     while (i > 0) {
         int64_t parent = (i - 1) / 2;
@@ -109,7 +110,7 @@ static void idle_push(int64_t *heap, int64_t *size, int64_t value) {
     heap[i] = value;
 }
 
-static int64_t idle_pop(int64_t *heap, int64_t *size) {
+static int64_t int_heap_pop(int64_t *heap, int64_t *size) {
     int64_t top = heap[0];
     int64_t last = heap[--(*size)];
     int64_t n = *size, i = 0;
@@ -147,7 +148,7 @@ int64_t apslab_run_event_loop(
         return -1;
     }
     int64_t heap_size = 0, busy_size = 0, idle_size = 0;
-    for (int64_t g = 0; g < gpus; g++) idle_push(idle, &idle_size, g);
+    for (int64_t g = 0; g < gpus; g++) int_heap_push(idle, &idle_size, g);
     int64_t waiting_kv = 0; /* KV tokens of every waiting request */
     int64_t batches = 0, member_count = 0, k = 0;
     double timer = INFINITY;
@@ -168,11 +169,11 @@ int64_t apslab_run_event_loop(
         if (t == INFINITY) break;
         while (busy_size && busy[0].finish == t) {
             Busy done = busy_pop(busy, &busy_size);
-            idle_push(idle, &idle_size, done.gpu);
+            int_heap_push(idle, &idle_size, done.gpu);
         }
         if (heap_size) {
             while (idle_size && heap_size) {
-                int64_t gpu = idle_pop(idle, &idle_size);
+                int64_t gpu = int_heap_pop(idle, &idle_size);
                 int64_t size = 0, used = 0, prompt_total = 0, output_total = 0;
                 if (heap_size <= max_batch && waiting_kv <= kv_capacity) {
                     /* Everything waiting fits: the batch is all of it, in any order. */
@@ -365,6 +366,7 @@ static void wheap_pop(Loop *L) {
 
 /* -- VTC: per-tenant heaps of handles, and the indexed heap of backlogged tenants ------------ */
 
+/* int_heap_push into a tenant's queue, grown first when full; 0, or -1 when memory ran out. */
 static int hheap_push(HandleHeap *q, int64_t h) {
     if (q->len == q->cap) {
         int64_t cap = q->cap ? 2 * q->cap : 16;
@@ -373,29 +375,8 @@ static int hheap_push(HandleHeap *q, int64_t h) {
         q->items = items;
         q->cap = cap;
     }
-    int64_t i = q->len++;
-    while (i > 0) {
-        int64_t parent = (i - 1) / 2;
-        if (q->items[parent] <= h) break;
-        q->items[i] = q->items[parent];
-        i = parent;
-    }
-    q->items[i] = h;
+    int_heap_push(q->items, &q->len, h);
     return 0;
-}
-
-static void hheap_pop(HandleHeap *q) {
-    int64_t last = q->items[--q->len];
-    int64_t n = q->len, i = 0;
-    for (;;) {
-        int64_t child = 2 * i + 1;
-        if (child >= n) break;
-        if (child + 1 < n && q->items[child + 1] < q->items[child]) child++;
-        if (q->items[child] >= last) break;
-        q->items[i] = q->items[child];
-        i = child;
-    }
-    if (n > 0) q->items[i] = last;
 }
 
 /* Tenant order: smaller counter first, ties lower tenant index (Python's min by (counter, u)). */
@@ -529,7 +510,7 @@ static void waiting_pop(Loop *L) {
         return;
     }
     int64_t u = L->theap[0];
-    hheap_pop(&L->queue[u]);
+    int_heap_pop(L->queue[u].items, &L->queue[u].len);
     L->vtc_waiting--;
     if (L->queue[u].len == 0) { /* no longer backlogged: remove the top */
         L->tpos[u] = -1;
