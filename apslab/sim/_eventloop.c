@@ -470,6 +470,21 @@ static void fair_settle(Loop *L) {
     }
 }
 
+/* Turns the tracker on with zeroed per-tenant state (L->tenants of them); 0, or -1 when memory
+ * ran out (loop_free releases what was allocated either way). */
+static int fair_alloc(Loop *L) {
+    size_t t = (size_t)(L->tenants > 0 ? L->tenants : 1);
+    L->fair = 1;
+    L->fair_service = calloc(t, sizeof(double));
+    L->fair_backlogged = calloc(t, 1);
+    L->fair_baseline = calloc(t * t, sizeof(double));
+    L->fair_changed = calloc(t, 1);
+    L->fair_waiting = calloc(t, sizeof(int64_t));
+    int ok = L->fair_service && L->fair_backlogged && L->fair_baseline && L->fair_changed &&
+             L->fair_waiting;
+    return ok ? 0 : -1;
+}
+
 /* -- the policy interface: push, len, peek, pop, place, admitted, emitted -------------------- */
 
 static int waiting_push(Loop *L, int64_t h) {
@@ -865,17 +880,7 @@ int64_t apslab_run_continuous(
         L.wheap = malloc(n * sizeof(Waiting)); /* a request waits at most once at a time */
         ok = L.wheap != NULL;
     }
-    if (ok && track_fairness) {
-        size_t t = (size_t)(tenants > 0 ? tenants : 1);
-        L.fair = 1;
-        L.fair_service = calloc(t, sizeof(double));
-        L.fair_backlogged = calloc(t, 1);
-        L.fair_baseline = calloc(t * t, sizeof(double));
-        L.fair_changed = calloc(t, 1);
-        L.fair_waiting = calloc(t, sizeof(int64_t));
-        ok = L.fair_service && L.fair_backlogged && L.fair_baseline && L.fair_changed &&
-             L.fair_waiting;
-    }
+    if (ok && track_fairness) ok = fair_alloc(&L) == 0;
     if (!ok) {
         loop_free(&L);
         return -1;
@@ -988,16 +993,8 @@ double apslab_replay_service_difference(int64_t events, const double *time, cons
     Loop L;
     memset(&L, 0, sizeof L);
     L.tenants = tenants;
-    L.fair = 1;
-    size_t t = (size_t)tenants;
-    L.fair_service = calloc(t, sizeof(double));
-    L.fair_backlogged = calloc(t, 1);
-    L.fair_baseline = calloc(t * t, sizeof(double));
-    L.fair_changed = calloc(t, 1);
-    L.fair_waiting = calloc(t, sizeof(int64_t));
     double result = -1.0;
-    if (L.fair_service && L.fair_backlogged && L.fair_baseline && L.fair_changed &&
-        L.fair_waiting) {
+    if (fair_alloc(&L) == 0) {
         double previous = 0.0;
         for (int64_t e = 0; e < events; e++) {
             if (e && time[e] != previous) fair_settle(&L);
@@ -1014,11 +1011,7 @@ double apslab_replay_service_difference(int64_t events, const double *time, cons
         fair_settle(&L);
         result = L.fair_max;
     }
-    free(L.fair_service);
-    free(L.fair_backlogged);
-    free(L.fair_baseline);
-    free(L.fair_changed);
-    free(L.fair_waiting);
+    loop_free(&L); /* only the tracker's arrays are set */
     return result;
 }
 
