@@ -36,6 +36,15 @@ from dataclasses import dataclass, field
 from .kv_blocks import blocks_for
 
 
+def check_limits(*, gpus: int, total_blocks: int, block_size: int, max_num_seqs: int,
+                 max_num_batched_tokens: int) -> None:
+    """ValueError unless rounds can run: the batcher's check, and the compiled loop's (which
+    is given only limits that pass it)."""
+    if min(gpus, block_size, max_num_seqs, max_num_batched_tokens) < 1 or total_blocks < 0:
+        raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
+                         ">= 1 and total_blocks >= 0")
+
+
 @dataclass
 class Iteration:
     """What one round scheduled on one GPU, and the sums its cost is computed from."""
@@ -74,9 +83,8 @@ class ContinuousBatcher:
         """``observer`` (optional, e.g. :class:`apslab.core.fairness.ServiceDifference`) is told
         of service (``admitted(tenant, P)``, ``emitted(tenant)``) and of tenants starting and
         stopping to have waiting requests (``backlog(tenant, flag)``)."""
-        if min(gpus, block_size, max_num_seqs, max_num_batched_tokens) < 1 or total_blocks < 0:
-            raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
-                             ">= 1 and total_blocks >= 0")
+        check_limits(gpus=gpus, total_blocks=total_blocks, block_size=block_size,
+                     max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
         self.block_size = block_size
         self.total_blocks = total_blocks
         self.max_num_seqs = max_num_seqs

@@ -798,8 +798,8 @@ static void loop_free(Loop *L) {
  * largest difference of service between two backlogged tenants, ServiceDifference's measure)}.
  * With keep_iterations, *log gets a malloc'ed array of
  * *log_len ContinuousIteration rows (NULL when empty), to be released with
- * apslab_free_continuous_log. Returns 0; -1 when memory ran out, -2 for invalid limits (nothing
- * to free then).
+ * apslab_free_continuous_log. Returns 0, or -1 when memory ran out. The limits must pass
+ * apslab.core.continuous_batcher.check_limits (the caller checks them).
  */
 int64_t apslab_run_continuous(
     int64_t count, const double *arrival, const int64_t *row, const int64_t *prompt,
@@ -817,9 +817,6 @@ int64_t apslab_run_continuous(
     int64_t *log_len) {
     *log = NULL;
     *log_len = 0;
-    if (gpus < 1 || block_size < 1 || max_num_seqs < 1 || max_num_batched_tokens < 1 ||
-        total_blocks < 0 || policy < POLICY_PRIORITY || policy > POLICY_VTC)
-        return -2;
     Loop L;
     memset(&L, 0, sizeof L);
     L.count = count;

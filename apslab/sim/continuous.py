@@ -32,7 +32,7 @@ import numpy as np
 
 from ..core._gc import paused_gc
 from ..core.aging_queue import static_priority_key
-from ..core.continuous_batcher import ContinuousBatcher
+from ..core.continuous_batcher import ContinuousBatcher, check_limits
 from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.kv_blocks import exceeds_kv_capacity
 from ..core.limiter import (
@@ -346,10 +346,9 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
     sched, tenants = scenario.scheduler, scenario.tenants
     cost = scenario.gpu.iteration_cost()
     gpus, count, n = scenario.cluster.gpus, len(order), len(trace)
-    if min(gpus, sched.block_size, sched.max_num_seqs, sched.max_num_batched_tokens) < 1 \
-            or total_blocks < 0:  # as ContinuousBatcher checks
-        raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
-                         ">= 1 and total_blocks >= 0")
+    check_limits(gpus=gpus, total_blocks=total_blocks, block_size=sched.block_size,
+                 max_num_seqs=sched.max_num_seqs,
+                 max_num_batched_tokens=sched.max_num_batched_tokens)
     arrival = np.ascontiguousarray(trace.arrival_s[order], dtype=np.float64)
     rows = np.ascontiguousarray(order, dtype=np.int64)
     prompt = np.ascontiguousarray(trace.prompt_tokens[order], dtype=np.int64)
@@ -390,8 +389,6 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
         finish_gpu.ctypes.data_as(_compiled.INT32_P), p(status),
         p(totals), wide.ctypes.data_as(_compiled.UINT64_P), p(busy), p(float_totals),
         int(track_fairness), int(keep_iterations), ctypes.byref(log), ctypes.byref(log_len))
-    if code == -2:
-        raise ValueError("the compiled continuous loop was given invalid limits")
     if code < 0:
         raise MemoryError("the compiled continuous loop ran out of memory")
     if limited:  # the buckets' final states, as the Python loop leaves them
