@@ -249,6 +249,7 @@ __extension__ typedef __int128 wide_t;
 __extension__ typedef unsigned __int128 uwide_t;
 
 enum { POLICY_PRIORITY = 0, POLICY_FCFS = 1, POLICY_VTC = 2 };
+/* apslab.core.limiter's reason codes: status[] is written into the run's reason column as is. */
 enum { STATUS_ADMITTED = 0, STATUS_RATE_LIMITED = 1, STATUS_QUEUE_FULL = 5 };
 
 /* One row of the iteration log (IterationLog's columns); Python reads it as a structured array. */
