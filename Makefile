@@ -18,7 +18,8 @@ INSTALL_CHROMIUM := command -v chromium >/dev/null || test -x /usr/bin/chromium 
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py apslab/core/_bucket_walk.c apslab/sim/_eventloop.c
+$(STAMP): pyproject.toml setup.py apslab/core/_bucket_walk.c apslab/sim/_eventloop.c \
+	apslab/core/_bucket_step.h
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "apslab needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip

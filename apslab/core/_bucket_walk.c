@@ -9,11 +9,12 @@
  */
 #include <stdint.h>
 
+#include "_bucket_step.h"
+
 /*
  * The walk of apslab.core.limiter.consume_columns: token-bucket decisions for the rows whose bucket
  * was not exactly full (numpy decided those). Rows are grouped by tenant, in time order within a
- * group. The arithmetic is TokenBucket.consume's, operation for operation:
- *   available = min(burst, tokens + (now - last) * rate); admit if available >= cost.
+ * group. The arithmetic is TokenBucket.consume's, operation for operation (bucket_step).
  * tokens[] and last[] hold each tenant's state before the call and are updated for tenants
  * whose last row is walked.
  */
@@ -38,18 +39,8 @@ void apslab_walk_buckets(int64_t n, const double *times, const int64_t *costs,
             updated = times[i - 1];
             level = burst >= previous_cost ? burst - previous_cost : burst;
         }
-        double now = times[i];
-        double cost = (double)costs[i];
-        double refilled = level + (now - updated) * rate;
-        double available = refilled < burst ? refilled : burst; /* Python's min(burst, refilled) */
-        updated = now;
-        if (available >= cost) {
-            level = available - cost;
-            decided[i] = 1;
-        } else {
-            level = available;
-            decided[i] = 0;
-        }
+        decided[i] = (uint8_t)bucket_step(&level, &updated, times[i], rate, burst,
+                                          (double)costs[i]);
         if (last_row[i]) {
             tokens[who] = level;
             last[who] = updated;

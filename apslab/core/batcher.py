@@ -147,9 +147,6 @@ class _Waiting:
     def __len__(self) -> int:
         return len(self.policy)
 
-    def __bool__(self) -> bool:
-        return len(self.policy) > 0
-
 
 class PolicyQueue:
     """Waiting requests ordered by a policy object (VTC), shaped like the lazy queue for the
@@ -161,9 +158,6 @@ class PolicyQueue:
         self.entries: list[tuple] = []
         self.heap = _Waiting(policy)
         self.pending: tuple = ()
-
-    def __len__(self) -> int:
-        return len(self.policy)
 
     def push_entry(self, entry: tuple) -> None:
         handle = len(self.entries)

@@ -41,6 +41,7 @@ import difflib
 from dataclasses import dataclass
 
 from .gpu import A100_ETA_BANDWIDTH, A100_ETA_FLOPS, A100_OVERHEAD_S
+from .roofline import A100_40GB, A100_80GB_SXM, Accelerator
 
 # Share of the GPU's memory kept back from weights and KV cache (activations, workspace).
 ACTIVATION_RESERVE = 0.10
@@ -71,10 +72,6 @@ class CatalogueGPU:
     price_date: str = _PRICE_DATE
     note: str = ""
 
-    @property
-    def memory_bytes(self) -> float:
-        return self.memory_gb * 1e9
-
 
 def kv_cache_bytes(memory_gb: float, weight_bytes: int) -> float:
     """Memory left for the KV cache: memory x (1 - ACTIVATION_RESERVE) - weights (may be <= 0:
@@ -87,19 +84,24 @@ def kv_cache_gib(memory_gb: float, weight_bytes: int) -> float:
     return kv_cache_bytes(memory_gb, weight_bytes) / 2**30
 
 
+def _datasheet(accelerator: Accelerator) -> tuple[float, float, float]:
+    """(memory_gb, hbm_bytes_per_s, peak_flops) of a GPU the roofline module already holds."""
+    return accelerator.hbm_bytes / 1e9, accelerator.hbm_bytes_per_s, accelerator.peak_flops
+
+
 _A100_FIT = dict(eta_bandwidth=A100_ETA_BANDWIDTH, eta_flops=A100_ETA_FLOPS,
                  overhead_s=A100_OVERHEAD_S)
 _A100_DATASHEET = ("NVIDIA A100 datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf) via "
                    "glennklockwood.com/garden/processors/A100")
 
 CATALOGUE: dict[str, CatalogueGPU] = {gpu.name: gpu for gpu in (
-    CatalogueGPU("A100-40GB", 40.0, 1.555e12, 312e12, 2.0988, **_A100_FIT, fractions=FITTED,
+    CatalogueGPU("A100-40GB", *_datasheet(A100_40GB), 2.0988, **_A100_FIT, fractions=FITTED,
                  datasheet=_A100_DATASHEET,
                  price_source="Modal A100-40GB rate $0.000583/s (modal.com/pricing), as quoted "
                               "in a public table of Modal GPU rates; no dated page found",
                  price_date="undated",
                  note="the A100 80GB fit, same chip (an assumption: fitted on 80 GB parts)"),
-    CatalogueGPU("A100-80GB", 80.0, 2.039e12, 312e12, 2.4984, **_A100_FIT, fractions=FITTED,
+    CatalogueGPU("A100-80GB", *_datasheet(A100_80GB_SXM), 2.4984, **_A100_FIT, fractions=FITTED,
                  datasheet=_A100_DATASHEET,
                  note="fitted to 29 published Llama-2-7B figures (apslab.lab.validation)"),
     CatalogueGPU("H100-SXM-80GB", 80.0, 3.35e12, 989.4e12, 3.9492, **_A100_FIT,

@@ -36,6 +36,15 @@ from dataclasses import dataclass, field
 from .kv_blocks import blocks_for
 
 
+def check_limits(*, gpus: int, total_blocks: int, block_size: int, max_num_seqs: int,
+                 max_num_batched_tokens: int) -> None:
+    """ValueError unless rounds can run: the batcher's check, and the compiled loop's (which
+    is given only limits that pass it)."""
+    if min(gpus, block_size, max_num_seqs, max_num_batched_tokens) < 1 or total_blocks < 0:
+        raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
+                         ">= 1 and total_blocks >= 0")
+
+
 @dataclass
 class Iteration:
     """What one round scheduled on one GPU, and the sums its cost is computed from."""
@@ -74,9 +83,8 @@ class ContinuousBatcher:
         """``observer`` (optional, e.g. :class:`apslab.core.fairness.ServiceDifference`) is told
         of service (``admitted(tenant, P)``, ``emitted(tenant)``) and of tenants starting and
         stopping to have waiting requests (``backlog(tenant, flag)``)."""
-        if min(gpus, block_size, max_num_seqs, max_num_batched_tokens) < 1 or total_blocks < 0:
-            raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
-                             ">= 1 and total_blocks >= 0")
+        check_limits(gpus=gpus, total_blocks=total_blocks, block_size=block_size,
+                     max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
         self.block_size = block_size
         self.total_blocks = total_blocks
         self.max_num_seqs = max_num_seqs
@@ -92,7 +100,6 @@ class ContinuousBatcher:
         self.generated: list[int] = []
         self.blocks: list[int] = []
         self.preemptions: list[int] = []
-        self.started: list[bool] = []
         self.admitted_once: list[bool] = []
         self.tenant: list[int] = []
         self.observer = observer
@@ -115,7 +122,6 @@ class ContinuousBatcher:
         self.generated.append(0)
         self.blocks.append(0)
         self.preemptions.append(0)
-        self.started.append(False)
         self.admitted_once.append(False)
         self.tenant.append(tenant)
         self.policy.add(handle, neg_key=neg_key, arrival_s=arrival_s, request_id=request_id,
@@ -194,6 +200,7 @@ class ContinuousBatcher:
             tokens.append(n)
             i += 1
         admitted: list[int] = []
+        newly_started: list[int] = []
         if not preempted:
             max_seqs = self.max_num_seqs
             while len(policy) and len(running) < max_seqs and budget > 0:
@@ -204,8 +211,9 @@ class ContinuousBatcher:
                     break
                 self._from_waiting()
                 policy.place(running, handle)
-                if not self.admitted_once[handle]:
+                if not self.admitted_once[handle]:  # first admission = first round scheduled
                     self.admitted_once[handle] = True
+                    newly_started.append(handle)
                     policy.admitted(handle, prompt[handle])
                     if self.observer is not None:
                         self.observer.admitted(self.tenant[handle], prompt[handle])
@@ -219,9 +227,8 @@ class ContinuousBatcher:
         if not handles:
             return None
         iteration = Iteration(gpu, handles, tokens, preempted, self.total_blocks - free,
-                              admitted=admitted)
+                              admitted=admitted, newly_started=newly_started)
         context = new = pairs = decode = 0
-        started = self.started
         for handle, n in zip(handles, tokens, strict=True):
             c = computed[handle]
             context += c + n
@@ -229,9 +236,6 @@ class ContinuousBatcher:
             pairs += n * c + n * (n + 1) // 2
             if n == 1 and generated[handle] and c == prompt[handle] + generated[handle] - 1:
                 decode += 1
-            if not started[handle]:
-                started[handle] = True
-                iteration.newly_started.append(handle)
         iteration.context_tokens, iteration.new_tokens = context, new
         iteration.attention_pairs, iteration.decode_tokens = pairs, decode
         self.in_flight[gpu] = iteration

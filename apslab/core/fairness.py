@@ -78,16 +78,9 @@ class ServiceDifference:
 
     def _evaluate(self, tenant: int) -> float:
         """Update the maximum with every active pair of ``tenant``; returns the largest now."""
-        largest = 0.0
         if not self.backlogged[tenant]:
-            return largest
-        service, row = self.service, self.baseline[tenant]
-        mine = service[tenant]
-        for other, active in enumerate(self.backlogged):
-            if active and other != tenant:
-                difference = abs(mine - service[other] - row[other])
-                if difference > largest:
-                    largest = difference
+            return 0.0
+        largest = self._current(tenant)
         if largest > self.max_difference:
             self.max_difference = largest
         return largest
@@ -108,6 +101,7 @@ class ServiceDifference:
         self._ended = -1.0
 
     def _current(self, tenant: int) -> float:
+        """The largest difference of ``tenant``'s active pairs now (0.0 without any)."""
         service, row = self.service, self.baseline[tenant]
         return max((abs(service[tenant] - service[other] - row[other])
                     for other, active in enumerate(self.backlogged)

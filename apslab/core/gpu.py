@@ -21,10 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .roofline import LLAMA2_7B, IterationCost, TransformerModel
+from .roofline import A100_80GB_SXM, LLAMA2_7B, IterationCost, TransformerModel
 
 # Llama-2-7B at fp16: K and V (2) x 32 layers x hidden 4096 x 2 bytes.
 LLAMA2_7B_KV_BYTES_PER_TOKEN = 2 * 32 * 4096 * 2
+
+
+def kv_tokens_that_fit(kv_cache_gib: float, kv_bytes_per_token: int) -> int:
+    """How many tokens (prompt + output) a KV cache of ``kv_cache_gib`` holds at once."""
+    return math.floor(kv_cache_gib * 2**30 / kv_bytes_per_token)
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class GPUModel:
     @property
     def kv_capacity_tokens(self) -> int:
         """How many tokens (prompt + output) fit in the KV cache at once."""
-        return math.floor(self.kv_cache_gib * 2**30 / self.kv_bytes_per_token)
+        return kv_tokens_that_fit(self.kv_cache_gib, self.kv_bytes_per_token)
 
     def decode_speedup(self, batch_size):
         """a + b*sqrt(B): how much faster a batch of B decodes than one request alone."""
@@ -118,8 +123,8 @@ class RooflineGPU:
     """
 
     name: str = "A100"
-    hbm_bytes_per_s: float = 2.039e12
-    peak_flops: float = 312e12
+    hbm_bytes_per_s: float = A100_80GB_SXM.hbm_bytes_per_s
+    peak_flops: float = A100_80GB_SXM.peak_flops
     eta_bandwidth: float = A100_ETA_BANDWIDTH
     eta_flops: float = A100_ETA_FLOPS
     overhead_s: float = A100_OVERHEAD_S
@@ -136,7 +141,7 @@ class RooflineGPU:
     @property
     def kv_capacity_tokens(self) -> int:
         """How many tokens fit in the KV cache at once (as for the sqrt model)."""
-        return math.floor(self.kv_cache_gib * 2**30 / self.kv_bytes_per_token)
+        return kv_tokens_that_fit(self.kv_cache_gib, self.kv_bytes_per_token)
 
     def total_blocks(self, block_size: int) -> int:
         """KV blocks per GPU: floor(kv_capacity_tokens / block_size), where kv_capacity_tokens is

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 
 def blocks_for(tokens: int, block_size: int) -> int:
-    """``ceil(tokens / block_size)``, in exact integer arithmetic."""
+    """``ceil(tokens / block_size)``, in exact integer arithmetic (ints or numpy columns)."""
     return -(-tokens // block_size)
 
 
 def exceeds_kv_capacity(prompt_tokens, output_tokens, block_size: int, total_blocks: int):
     """Whether a request could never fit in one GPU's blocks (scalars or numpy columns)."""
-    return -(-(prompt_tokens + output_tokens) // block_size) > total_blocks
+    return blocks_for(prompt_tokens + output_tokens, block_size) > total_blocks

@@ -103,8 +103,7 @@ class TokenBucket:
         step, alone: with :meth:`take`, several buckets can be asked before any is charged)."""
         if now_s < self.last_update_s:
             raise ValueError(f"time went backwards: {now_s!r} < {self.last_update_s!r}")
-        available = min(self.burst_cap,
-                        self.tokens + (now_s - self.last_update_s) * self.rate_limit)
+        available = self.available(now_s)
         self.tokens = available
         self.last_update_s = now_s
         return available
@@ -148,16 +147,47 @@ def _per_minute_bucket(per_minute: float) -> TokenBucket:
     return TokenBucket(per_minute / 60.0, per_minute)
 
 
-class BucketLimiter:
-    """The seed's token bucket (charged prompt + output), optionally with a requests bucket."""
+def _requests_bucket(requests_per_minute: float | None) -> TokenBucket | None:
+    """The optional bucket of requests (None: requests are not limited)."""
+    return None if requests_per_minute is None else _per_minute_bucket(requests_per_minute)
 
-    kind = "token_bucket"
+
+class _Buckets:
+    """A limiter made of token buckets, each charged its part of a request (``_charges``):
+    admitted only if every bucket holds its part, and then charged to all of them."""
+
+    plain = False
+
+    def _charges(self, prompt_tokens: int, output_tokens: int
+                 ) -> list[tuple[TokenBucket, int, int]]:
+        """(bucket, cost, code if it falls short) per bucket, in the order they are checked."""
+        raise NotImplementedError
+
+    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
+        # Every bucket is refilled before any is checked, so a rejection updates them all.
+        charges = self._charges(prompt_tokens, output_tokens)
+        held = [bucket.refill(now_s) >= cost for bucket, cost, _ in charges]
+        for enough, (_, _, code) in zip(held, charges, strict=True):
+            if not enough:
+                return code
+        for bucket, cost, _ in charges:
+            bucket.take(cost)
+        return ADMITTED
+
+    def seconds_until_admitted(self, prompt_tokens: int, output_tokens: int,
+                               now_s: float) -> float:
+        """How long until :meth:`admit` would admit the request (0 now, inf never)."""
+        return max(bucket.seconds_until_available(cost, now_s)
+                   for bucket, cost, _ in self._charges(prompt_tokens, output_tokens))
+
+
+class BucketLimiter(_Buckets):
+    """The seed's token bucket (charged prompt + output), optionally with a requests bucket."""
 
     def __init__(self, rate_limit: float, burst_cap: float,
                  requests_per_minute: float | None = None) -> None:
         self.bucket = TokenBucket(rate_limit, burst_cap)
-        self.requests = None if requests_per_minute is None else \
-            _per_minute_bucket(requests_per_minute)
+        self.requests = _requests_bucket(requests_per_minute)
 
     @property
     def plain(self) -> bool:
@@ -167,33 +197,22 @@ class BucketLimiter:
     def exceeds(self, prompt_tokens: int, output_tokens: int) -> bool:
         return prompt_tokens + output_tokens > self.bucket.burst_cap
 
-    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
-        cost = prompt_tokens + output_tokens
+    def _charges(self, prompt_tokens: int, output_tokens: int
+                 ) -> list[tuple[TokenBucket, int, int]]:
+        tokens = (self.bucket, prompt_tokens + output_tokens, RATE_LIMITED)
         if self.requests is None:
-            return ADMITTED if self.bucket.consume(cost, now_s) else RATE_LIMITED
-        requests_ok = self.requests.refill(now_s) >= 1
-        tokens_ok = self.bucket.refill(now_s) >= cost
-        if not requests_ok:
-            return RATE_LIMITED_REQUESTS
-        if not tokens_ok:
-            return RATE_LIMITED
-        self.requests.take(1)
-        self.bucket.take(cost)
-        return ADMITTED
+            return [tokens]
+        return [(self.requests, 1, RATE_LIMITED_REQUESTS), tokens]
 
-    def seconds_until_admitted(self, prompt_tokens: int, output_tokens: int,
-                               now_s: float) -> float:
-        """How long until :meth:`admit` would admit the request (0 now, inf never)."""
-        waits = [self.bucket.seconds_until_available(prompt_tokens + output_tokens, now_s)]
-        if self.requests is not None:
-            waits.append(self.requests.seconds_until_available(1, now_s))
-        return max(waits)
+    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
+        if self.requests is None:  # the seed's single bucket: one consume
+            return ADMITTED if self.bucket.consume(prompt_tokens + output_tokens, now_s) \
+                else RATE_LIMITED
+        return super().admit(prompt_tokens, output_tokens, now_s)
 
 
 class FixedWindowLimiter:
     """Counts of tokens (prompt + output) and requests, reset at every multiple of window_s."""
-
-    kind = "fixed_window"
 
     def __init__(self, window_s: float, tokens_per_window: float,
                  requests_per_minute: float | None = None) -> None:
@@ -248,45 +267,25 @@ class FixedWindowLimiter:
         return 0.0 if fits else (window + 1) * self.window_s - now_s
 
 
-class SplitBucketLimiter:
+class SplitBucketLimiter(_Buckets):
     """Separate input and output token buckets (per minute), and optionally a requests one."""
-
-    kind = "split_buckets"
-    plain = False
 
     def __init__(self, input_tokens_per_minute: float, output_tokens_per_minute: float,
                  requests_per_minute: float | None = None) -> None:
         self.input = _per_minute_bucket(input_tokens_per_minute)
         self.output = _per_minute_bucket(output_tokens_per_minute)
-        self.requests = None if requests_per_minute is None else \
-            _per_minute_bucket(requests_per_minute)
+        self.requests = _requests_bucket(requests_per_minute)
 
     def exceeds(self, prompt_tokens: int, output_tokens: int) -> bool:
         return prompt_tokens > self.input.burst_cap or output_tokens > self.output.burst_cap
 
-    def admit(self, prompt_tokens: int, output_tokens: int, now_s: float) -> int:
-        requests_ok = self.requests is None or self.requests.refill(now_s) >= 1
-        input_ok = self.input.refill(now_s) >= prompt_tokens
-        output_ok = self.output.refill(now_s) >= output_tokens
-        if not requests_ok:
-            return RATE_LIMITED_REQUESTS
-        if not input_ok:
-            return RATE_LIMITED_INPUT
-        if not output_ok:
-            return RATE_LIMITED_OUTPUT
-        if self.requests is not None:
-            self.requests.take(1)
-        self.input.take(prompt_tokens)
-        self.output.take(output_tokens)
-        return ADMITTED
-
-    def seconds_until_admitted(self, prompt_tokens: int, output_tokens: int,
-                               now_s: float) -> float:
-        waits = [self.input.seconds_until_available(prompt_tokens, now_s),
-                 self.output.seconds_until_available(output_tokens, now_s)]
-        if self.requests is not None:
-            waits.append(self.requests.seconds_until_available(1, now_s))
-        return max(waits)
+    def _charges(self, prompt_tokens: int, output_tokens: int
+                 ) -> list[tuple[TokenBucket, int, int]]:
+        tokens = [(self.input, prompt_tokens, RATE_LIMITED_INPUT),
+                  (self.output, output_tokens, RATE_LIMITED_OUTPUT)]
+        if self.requests is None:
+            return tokens
+        return [(self.requests, 1, RATE_LIMITED_REQUESTS), *tokens]
 
 
 def make_limiter(limits: TenantLimits):
@@ -311,10 +310,12 @@ class TenantManager:
             if tenant.tenant_id in self.limiters:
                 raise ValueError(f"duplicate tenant id {tenant.tenant_id!r}")
             self.limiters[tenant.tenant_id] = make_limiter(tenant)
-        # The seed's token buckets, by tenant (the live service's rate-limit headers read them).
-        self.buckets: dict[str, TokenBucket] = {
-            tenant_id: limiter.bucket for tenant_id, limiter in self.limiters.items()
-            if isinstance(limiter, BucketLimiter)}
+
+    @property
+    def buckets(self) -> dict[str, TokenBucket]:
+        """The seed's token buckets, by tenant (tenants with other limiters have none)."""
+        return {tenant_id: limiter.bucket for tenant_id, limiter in self.limiters.items()
+                if isinstance(limiter, BucketLimiter)}
 
     def __contains__(self, tenant_id: object) -> bool:
         return tenant_id in self.limiters

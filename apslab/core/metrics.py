@@ -29,9 +29,14 @@ import numpy as np
 PERCENTILES = (50, 95, 99)
 
 
+def _per_second(count: float, elapsed_s: float) -> float | None:
+    """``count / elapsed_s`` as a float; None when no time elapsed."""
+    return float(count / elapsed_s) if elapsed_s > 0 else None
+
+
 def throughput_tokens_per_s(output_tokens: float, elapsed_s: float) -> float | None:
     """Output tokens per second of wall (or virtual) time."""
-    return float(output_tokens / elapsed_s) if elapsed_s > 0 else None
+    return _per_second(output_tokens, elapsed_s)
 
 
 def gpu_utilization(busy_s: float, elapsed_s: float, gpus: int = 1) -> float | None:
@@ -185,7 +190,7 @@ def meets_targets(completed: np.ndarray, ttft_s: np.ndarray, tpot_s: np.ndarray,
 
 def goodput_rps(good_requests: int, elapsed_s: float) -> float | None:
     """Good requests per second of elapsed time."""
-    return float(good_requests / elapsed_s) if elapsed_s > 0 else None
+    return _per_second(good_requests, elapsed_s)
 
 
 def slo_attainment(good_requests: int, submitted: int) -> float | None:

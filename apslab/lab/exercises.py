@@ -610,7 +610,7 @@ def engine_round(case: RoundCase) -> tuple[list[tuple[str, int]], list[str]]:
         batcher.computed[handle] = state["c"]
         batcher.generated[handle] = state["g"]
         batcher.blocks[handle] = state["blocks"]
-        batcher.admitted_once[handle] = batcher.started[handle] = state["c"] + state["g"] > 0
+        batcher.admitted_once[handle] = state["c"] + state["g"] > 0
     for _ in case.running:
         batcher.running[0].append(policy.pop())
     batcher.free_blocks[0] = case.free_blocks

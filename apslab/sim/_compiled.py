@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..core._native import DOUBLE_P, INT64_P, UINT8_P, load_library, pointer
 
-__all__ = ["ContinuousIteration", "available", "continuous_loop", "library", "pointer",
-           "service_difference_replay"]
+__all__ = ["ContinuousIteration", "available", "continuous_loop", "function", "library",
+           "pointer", "service_difference_replay"]
 
 INT32_P = ctypes.POINTER(ctypes.c_int32)
 UINT64_P = ctypes.POINTER(ctypes.c_uint64)
@@ -76,18 +76,16 @@ def available() -> bool:
     return library() is not None
 
 
-def continuous_loop():
-    """The compiled continuous-batching loop (``apslab_run_continuous``, its signature set) as a
-    ctypes function, or None when not built."""
+def function(name: str):
+    """The library's function ``name`` (e.g. ``apslab_run_event_loop``, its signature set by
+    :func:`library`) as a ctypes function, or None when it is not built."""
     lib = library()
-    return getattr(lib, "apslab_run_continuous", None) if lib is not None else None
+    return getattr(lib, name, None) if lib is not None else None
 
 
-def service_difference_replay():
-    """The compiled static service-difference replay (``apslab_replay_service_difference``) as
-    a ctypes function, or None when not built."""
-    lib = library()
-    return getattr(lib, "apslab_replay_service_difference", None) if lib is not None else None
+# The loaders other modules name (apslab.sim.summary, the benchmarks, the tests, the docs).
+continuous_loop = functools.partial(function, "apslab_run_continuous")
+service_difference_replay = functools.partial(function, "apslab_replay_service_difference")
 
 
 def free_continuous_log(log) -> None:

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/_bucket_step.h"
+
 typedef struct {
     double neg_key;
     double arrival;
@@ -96,7 +98,8 @@ static Busy busy_pop(Busy *heap, int64_t *size) {
     return top;
 }
 
-static void idle_push(int64_t *heap, int64_t *size, int64_t value) {
+/* A binary min-heap of int64 values: the idle GPUs here, each tenant's waiting handles (VTC). */
+static void int_heap_push(int64_t *heap, int64_t *size, int64_t value) {
     int64_t i = (*size)++;
     while (i > 0) {
         int64_t parent = (i - 1) / 2;
@@ -107,7 +110,7 @@ static void idle_push(int64_t *heap, int64_t *size, int64_t value) {
     heap[i] = value;
 }
 
-static int64_t idle_pop(int64_t *heap, int64_t *size) {
+static int64_t int_heap_pop(int64_t *heap, int64_t *size) {
     int64_t top = heap[0];
     int64_t last = heap[--(*size)];
     int64_t n = *size, i = 0;
@@ -145,7 +148,7 @@ int64_t apslab_run_event_loop(
         return -1;
     }
     int64_t heap_size = 0, busy_size = 0, idle_size = 0;
-    for (int64_t g = 0; g < gpus; g++) idle_push(idle, &idle_size, g);
+    for (int64_t g = 0; g < gpus; g++) int_heap_push(idle, &idle_size, g);
     int64_t waiting_kv = 0; /* KV tokens of every waiting request */
     int64_t batches = 0, member_count = 0, k = 0;
     double timer = INFINITY;
@@ -166,11 +169,11 @@ int64_t apslab_run_event_loop(
         if (t == INFINITY) break;
         while (busy_size && busy[0].finish == t) {
             Busy done = busy_pop(busy, &busy_size);
-            idle_push(idle, &idle_size, done.gpu);
+            int_heap_push(idle, &idle_size, done.gpu);
         }
         if (heap_size) {
             while (idle_size && heap_size) {
-                int64_t gpu = idle_pop(idle, &idle_size);
+                int64_t gpu = int_heap_pop(idle, &idle_size);
                 int64_t size = 0, used = 0, prompt_total = 0, output_total = 0;
                 if (heap_size <= max_batch && waiting_kv <= kv_capacity) {
                     /* Everything waiting fits: the batch is all of it, in any order. */
@@ -246,6 +249,7 @@ __extension__ typedef __int128 wide_t;
 __extension__ typedef unsigned __int128 uwide_t;
 
 enum { POLICY_PRIORITY = 0, POLICY_FCFS = 1, POLICY_VTC = 2 };
+/* apslab.core.limiter's reason codes: status[] is written into the run's reason column as is. */
 enum { STATUS_ADMITTED = 0, STATUS_RATE_LIMITED = 1, STATUS_QUEUE_FULL = 5 };
 
 /* One row of the iteration log (IterationLog's columns); Python reads it as a structured array. */
@@ -292,6 +296,7 @@ typedef struct {
     int64_t tenants;
     const double *shares;
     double input_weight, output_weight;
+    double *out_charge;   /* per tenant: output_weight / share, a token's charge and service */
     double *counter;
     HandleHeap *queue;    /* per tenant */
     int64_t *theap;       /* backlogged tenants, min-heap on (counter, tenant) */
@@ -362,6 +367,7 @@ static void wheap_pop(Loop *L) {
 
 /* -- VTC: per-tenant heaps of handles, and the indexed heap of backlogged tenants ------------ */
 
+/* int_heap_push into a tenant's queue, grown first when full; 0, or -1 when memory ran out. */
 static int hheap_push(HandleHeap *q, int64_t h) {
     if (q->len == q->cap) {
         int64_t cap = q->cap ? 2 * q->cap : 16;
@@ -370,29 +376,8 @@ static int hheap_push(HandleHeap *q, int64_t h) {
         q->items = items;
         q->cap = cap;
     }
-    int64_t i = q->len++;
-    while (i > 0) {
-        int64_t parent = (i - 1) / 2;
-        if (q->items[parent] <= h) break;
-        q->items[i] = q->items[parent];
-        i = parent;
-    }
-    q->items[i] = h;
+    int_heap_push(q->items, &q->len, h);
     return 0;
-}
-
-static void hheap_pop(HandleHeap *q) {
-    int64_t last = q->items[--q->len];
-    int64_t n = q->len, i = 0;
-    for (;;) {
-        int64_t child = 2 * i + 1;
-        if (child >= n) break;
-        if (child + 1 < n && q->items[child + 1] < q->items[child]) child++;
-        if (q->items[child] >= last) break;
-        q->items[i] = q->items[child];
-        i = child;
-    }
-    if (n > 0) q->items[i] = last;
 }
 
 /* Tenant order: smaller counter first, ties lower tenant index (Python's min by (counter, u)). */
@@ -486,6 +471,21 @@ static void fair_settle(Loop *L) {
     }
 }
 
+/* Turns the tracker on with zeroed per-tenant state (L->tenants of them); 0, or -1 when memory
+ * ran out (loop_free releases what was allocated either way). */
+static int fair_alloc(Loop *L) {
+    size_t t = (size_t)(L->tenants > 0 ? L->tenants : 1);
+    L->fair = 1;
+    L->fair_service = calloc(t, sizeof(double));
+    L->fair_backlogged = calloc(t, 1);
+    L->fair_baseline = calloc(t * t, sizeof(double));
+    L->fair_changed = calloc(t, 1);
+    L->fair_waiting = calloc(t, sizeof(int64_t));
+    int ok = L->fair_service && L->fair_backlogged && L->fair_baseline && L->fair_changed &&
+             L->fair_waiting;
+    return ok ? 0 : -1;
+}
+
 /* -- the policy interface: push, len, peek, pop, place, admitted, emitted -------------------- */
 
 static int waiting_push(Loop *L, int64_t h) {
@@ -526,7 +526,7 @@ static void waiting_pop(Loop *L) {
         return;
     }
     int64_t u = L->theap[0];
-    hheap_pop(&L->queue[u]);
+    int_heap_pop(L->queue[u].items, &L->queue[u].len);
     L->vtc_waiting--;
     if (L->queue[u].len == 0) { /* no longer backlogged: remove the top */
         L->tpos[u] = -1;
@@ -645,13 +645,15 @@ static int gpu_round(Loop *L, int64_t g, double t) {
             if (running_place(L, G, h) < 0) return -1;
             if (!L->admitted_once[h]) {
                 L->admitted_once[h] = 1;
+                /* The prompt is charged (VTC) and is service, once: input_weight * P / share. */
                 int64_t u = L->tenant[h];
-                if (L->policy == POLICY_VTC) { /* charged once: input_weight * P / share */
-                    L->counter[u] += L->input_weight * (double)prompt[h] / L->shares[u];
+                double charge = L->input_weight * (double)prompt[h] / L->shares[u];
+                if (L->policy == POLICY_VTC) {
+                    L->counter[u] += charge;
                     vtc_charged(L, u);
                 }
-                if (L->fair) { /* the prompt is service, once */
-                    L->fair_service[u] += L->input_weight * (double)prompt[h] / L->shares[u];
+                if (L->fair) {
+                    L->fair_service[u] += charge;
                     L->fair_changed[u] = 1;
                 }
             }
@@ -711,12 +713,12 @@ static void gpu_complete(Loop *L, int64_t g, double t) {
         L->generated[h]++;
         if (L->policy == POLICY_VTC) {
             int64_t u = L->tenant[h];
-            L->counter[u] += L->output_weight / L->shares[u];
+            L->counter[u] += L->out_charge[u];
             vtc_charged(L, u);
         }
         if (L->fair) {
             int64_t u = L->tenant[h];
-            L->fair_service[u] += L->output_weight / L->shares[u];
+            L->fair_service[u] += L->out_charge[u];
             L->fair_changed[u] = 1;
         }
         int64_t row = L->row[h];
@@ -774,6 +776,7 @@ static void loop_free(Loop *L) {
     free(L->blocks);
     free(L->last_token);
     free(L->admitted_once);
+    free(L->out_charge);
     free(L->fair_service);
     free(L->fair_backlogged);
     free(L->fair_baseline);
@@ -796,8 +799,8 @@ static void loop_free(Loop *L) {
  * largest difference of service between two backlogged tenants, ServiceDifference's measure)}.
  * With keep_iterations, *log gets a malloc'ed array of
  * *log_len ContinuousIteration rows (NULL when empty), to be released with
- * apslab_free_continuous_log. Returns 0; -1 when memory ran out, -2 for invalid limits (nothing
- * to free then).
+ * apslab_free_continuous_log. Returns 0, or -1 when memory ran out. The limits must pass
+ * apslab.core.continuous_batcher.check_limits (the caller checks them).
  */
 int64_t apslab_run_continuous(
     int64_t count, const double *arrival, const int64_t *row, const int64_t *prompt,
@@ -815,9 +818,6 @@ int64_t apslab_run_continuous(
     int64_t *log_len) {
     *log = NULL;
     *log_len = 0;
-    if (gpus < 1 || block_size < 1 || max_num_seqs < 1 || max_num_batched_tokens < 1 ||
-        total_blocks < 0 || policy < POLICY_PRIORITY || policy > POLICY_VTC)
-        return -2;
     Loop L;
     memset(&L, 0, sizeof L);
     L.count = count;
@@ -861,6 +861,11 @@ int64_t apslab_run_continuous(
     L.last_token = malloc(n * sizeof(double));
     L.admitted_once = calloc(n, 1);
     int ok = L.gpu && L.computed && L.generated && L.blocks && L.last_token && L.admitted_once;
+    if (ok && (policy == POLICY_VTC || track_fairness)) {
+        L.out_charge = malloc((size_t)(tenants > 0 ? tenants : 1) * sizeof(double));
+        ok = L.out_charge != NULL;
+        for (int64_t u = 0; ok && u < tenants; u++) L.out_charge[u] = output_weight / shares[u];
+    }
     if (ok && policy == POLICY_VTC) {
         size_t t = (size_t)(tenants > 0 ? tenants : 1);
         L.counter = calloc(t, sizeof(double));
@@ -873,17 +878,7 @@ int64_t apslab_run_continuous(
         L.wheap = malloc(n * sizeof(Waiting)); /* a request waits at most once at a time */
         ok = L.wheap != NULL;
     }
-    if (ok && track_fairness) {
-        size_t t = (size_t)(tenants > 0 ? tenants : 1);
-        L.fair = 1;
-        L.fair_service = calloc(t, sizeof(double));
-        L.fair_backlogged = calloc(t, 1);
-        L.fair_baseline = calloc(t * t, sizeof(double));
-        L.fair_changed = calloc(t, 1);
-        L.fair_waiting = calloc(t, sizeof(int64_t));
-        ok = L.fair_service && L.fair_backlogged && L.fair_baseline && L.fair_changed &&
-             L.fair_waiting;
-    }
+    if (ok && track_fairness) ok = fair_alloc(&L) == 0;
     if (!ok) {
         loop_free(&L);
         return -1;
@@ -916,17 +911,10 @@ int64_t apslab_run_continuous(
                     status[k++] = STATUS_QUEUE_FULL;
                     continue;
                 }
-                /* TokenBucket.consume(P + O, a): refilled = tokens + (now - last) * rate;
-                 * available = min(burst, refilled) (refilled only if strictly smaller). */
+                /* TokenBucket.consume(P + O, a) */
                 int64_t u = tenant[k];
-                double cost = (double)(prompt[k] + output[k]);
-                double refilled = bucket_tokens[u] + (a - bucket_last[u]) * bucket_rate[u];
-                double available = refilled < bucket_burst[u] ? refilled : bucket_burst[u];
-                bucket_last[u] = a;
-                if (available >= cost) {
-                    bucket_tokens[u] = available - cost;
-                } else {
-                    bucket_tokens[u] = available;
+                if (!bucket_step(&bucket_tokens[u], &bucket_last[u], a, bucket_rate[u],
+                                 bucket_burst[u], (double)(prompt[k] + output[k]))) {
                     status[k++] = STATUS_RATE_LIMITED;
                     continue;
                 }
@@ -1003,16 +991,8 @@ double apslab_replay_service_difference(int64_t events, const double *time, cons
     Loop L;
     memset(&L, 0, sizeof L);
     L.tenants = tenants;
-    L.fair = 1;
-    size_t t = (size_t)tenants;
-    L.fair_service = calloc(t, sizeof(double));
-    L.fair_backlogged = calloc(t, 1);
-    L.fair_baseline = calloc(t * t, sizeof(double));
-    L.fair_changed = calloc(t, 1);
-    L.fair_waiting = calloc(t, sizeof(int64_t));
     double result = -1.0;
-    if (L.fair_service && L.fair_backlogged && L.fair_baseline && L.fair_changed &&
-        L.fair_waiting) {
+    if (fair_alloc(&L) == 0) {
         double previous = 0.0;
         for (int64_t e = 0; e < events; e++) {
             if (e && time[e] != previous) fair_settle(&L);
@@ -1029,11 +1009,7 @@ double apslab_replay_service_difference(int64_t events, const double *time, cons
         fair_settle(&L);
         result = L.fair_max;
     }
-    free(L.fair_service);
-    free(L.fair_backlogged);
-    free(L.fair_baseline);
-    free(L.fair_changed);
-    free(L.fair_waiting);
+    loop_free(&L); /* only the tracker's arrays are set */
     return result;
 }
 

@@ -32,13 +32,10 @@ import numpy as np
 
 from ..core._gc import paused_gc
 from ..core.aging_queue import static_priority_key
-from ..core.continuous_batcher import ContinuousBatcher
+from ..core.continuous_batcher import ContinuousBatcher, check_limits
 from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.kv_blocks import exceeds_kv_capacity
-from ..core.limiter import (
-    QUEUE_FULL,
-    RATE_LIMITED,
-)
+from ..core.limiter import QUEUE_FULL
 from ..core.policies import make_policy
 from ..io.errors import InputError
 from ..io.scenario import Scenario
@@ -107,20 +104,21 @@ def simulate_continuous(scenario: Scenario, trace: Trace, *, keep_iterations: bo
                 raise RuntimeError(f"the compiled continuous loop cannot run this: {unsupported}")
             compiled = None
     if compiled is not None:
-        columns = _run_compiled(compiled, scenario, trace, order, tenant_index, limiter_of,
-                                [getattr(limiter, "bucket", None) for limiter in limiters],
-                                total_blocks, keep_iterations)
+        status, per_request, totals, log = _run_compiled(
+            compiled, scenario, trace, order, tenant_index, admission.in_loop,
+            [getattr(limiter, "bucket", None) for limiter in limiters], total_blocks,
+            keep_iterations)
+        reason[order] = status  # every candidate's code: admitted, rate_limited or queue_full
     else:
         loop = _Loop(scenario, trace, order, tenant_index, limiter_of, limiters, total_blocks,
                      keep_iterations, keep_service_curve, policy)
         with paused_gc():
             loop.run()
-        columns = loop.columns()
+        per_request, rejected, queue_full, totals, log = loop.columns()
+        reason[rejected[:, 0]] = rejected[:, 1]
+        reason[queue_full] = QUEUE_FULL
         if keep_service_curve and loop.fairness is not None:
             service_curve = np.array(loop.fairness.curve, dtype=np.float64).reshape(-1, 2)
-    per_request, rejected, queue_full, totals, log = columns
-    reason[rejected[:, 0]] = rejected[:, 1]
-    reason[queue_full] = QUEUE_FULL
     start, first, finish, preemptions, max_tbt, finish_gpu = per_request
     return ContinuousResult(
         scenario=scenario, trace=trace, reason=reason, tenant_index=tenant_index,
@@ -334,9 +332,11 @@ def _compiled_unsupported(scenario: Scenario, trace: Trace, admission) -> str | 
     return None
 
 
-def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buckets,
+def _run_compiled(function, scenario, trace, order, tenant_index, limited, buckets,
                   total_blocks, keep_iterations):
-    """Run the C loop on the candidates; returns what :meth:`_Loop.columns` returns.
+    """Run the C loop on the candidates; returns each candidate's reason code (in ``order``)
+    and the per-request columns, totals and log that :meth:`_Loop.columns` returns.
+    ``limited``: the loop decides the token buckets (``buckets``, one per tenant) itself.
 
     Everything per request is numpy: the candidates' columns in (arrival_s, row) order, the
     priority order as an integer rank (a lexsort of the priority policy's very tuple
@@ -346,10 +346,9 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
     sched, tenants = scenario.scheduler, scenario.tenants
     cost = scenario.gpu.iteration_cost()
     gpus, count, n = scenario.cluster.gpus, len(order), len(trace)
-    if min(gpus, sched.block_size, sched.max_num_seqs, sched.max_num_batched_tokens) < 1 \
-            or total_blocks < 0:  # as ContinuousBatcher checks
-        raise ValueError("gpus, block_size, max_num_seqs and max_num_batched_tokens must be "
-                         ">= 1 and total_blocks >= 0")
+    check_limits(gpus=gpus, total_blocks=total_blocks, block_size=sched.block_size,
+                 max_num_seqs=sched.max_num_seqs,
+                 max_num_batched_tokens=sched.max_num_batched_tokens)
     arrival = np.ascontiguousarray(trace.arrival_s[order], dtype=np.float64)
     rows = np.ascontiguousarray(order, dtype=np.int64)
     prompt = np.ascontiguousarray(trace.prompt_tokens[order], dtype=np.int64)
@@ -361,7 +360,6 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
         rank[np.lexsort((rows, arrival, neg_key))] = rank.copy()
         del neg_key
     shares = np.array([t.share for t in tenants] or [1.0], dtype=np.float64)
-    limited = bucket_of is not None
     rate, burst, tokens, last = (np.array([getattr(b, name) if limited else 0.0
                                            for b in buckets] or [0.0], dtype=np.float64)
                                  for name in ("rate_limit", "burst_cap", "tokens",
@@ -369,7 +367,7 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
     start, first, finish, max_tbt = (np.empty(n, dtype=np.float64) for _ in range(4))
     preemptions = np.empty(n, dtype=np.int64)
     finish_gpu = np.empty(n, dtype=np.int32)
-    status = np.empty(count, dtype=np.uint8)
+    status = np.zeros(count, dtype=np.uint8)  # the C loop writes each one's code
     totals = np.zeros(3, dtype=np.int64)
     wide = np.zeros(4, dtype=np.uint64)
     busy = np.zeros(gpus, dtype=np.float64)
@@ -390,8 +388,6 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
         finish_gpu.ctypes.data_as(_compiled.INT32_P), p(status),
         p(totals), wide.ctypes.data_as(_compiled.UINT64_P), p(busy), p(float_totals),
         int(track_fairness), int(keep_iterations), ctypes.byref(log), ctypes.byref(log_len))
-    if code == -2:
-        raise ValueError("the compiled continuous loop was given invalid limits")
     if code < 0:
         raise MemoryError("the compiled continuous loop ran out of memory")
     if limited:  # the buckets' final states, as the Python loop leaves them
@@ -407,10 +403,7 @@ def _run_compiled(function, scenario, trace, order, tenant_index, bucket_of, buc
                                        float(float_totals[1]),
                                        float(float_totals[2]) if track_fairness else None)
     per_request = (start, first, finish, preemptions, max_tbt, finish_gpu)
-    limited_rows = order[status == RATE_LIMITED]
-    rejected = np.column_stack((limited_rows, np.full(len(limited_rows), RATE_LIMITED)))
-    return (per_request, rejected.astype(np.int64), order[status == QUEUE_FULL],
-            iteration_totals, iteration_log)
+    return status, per_request, iteration_totals, iteration_log
 
 
 def _iteration_log(log, length: int) -> IterationLog:

@@ -74,17 +74,18 @@ def simulate_static(scenario: Scenario, trace: Trace, chunk_size: int = 1 << 16,
     reason, tenant_index, order = admission.reason, admission.tenant_index, admission.order
     policy = sched.policy
     roofline = isinstance(gpu_model, RooflineGPU)
-    compiled = _compiled_event_loop() if engine != "python" else None
+    compiled = _compiled.function("apslab_run_event_loop") if engine != "python" else None
     vtc = policy == "vtc"
-    if engine == "compiled" and (compiled is None or admission.in_loop or roofline or vtc):
-        raise RuntimeError("the compiled event loop is " + (
-            "not built (reinstall apslab with a C compiler)" if compiled is None
-            else "not used with the roofline GPU model" if roofline
-            else "not used with policy = \"vtc\"" if vtc
-            else "not used with max_queue_length (admission depends on the queue)"))
-    if compiled is not None and not admission.in_loop and not roofline and not vtc:
+    unsupported = ("not built (reinstall apslab with a C compiler)" if compiled is None
+                   else "not used with the roofline GPU model" if roofline
+                   else "not used with policy = \"vtc\"" if vtc
+                   else "not used with max_queue_length (admission depends on the queue)"
+                   if admission.in_loop else None)
+    if unsupported is None:
         return _assemble(scenario, trace, reason, tenant_index,
                          *_run_compiled(compiled, trace, order, scenario))
+    if engine == "compiled":
+        raise RuntimeError("the compiled event loop is " + unsupported)
 
     loop = _EventLoop(
         chunks=_arrival_chunks(trace, order, sched.aging_per_s, policy, tenant_index,
@@ -168,12 +169,6 @@ def _batch_timer(gpu_model, max_batch_size: int):
         return timer(batch.prompt_tokens, batch.output_tokens, len(batch.request_ids))
 
     return sqrt_service_s
-
-
-def _compiled_event_loop():
-    """apslab/sim/_eventloop.c's event loop as a ctypes function, or None when it is not built."""
-    library = _compiled.library()
-    return library.apslab_run_event_loop if library is not None else None
 
 
 def compiled_engine_available() -> bool:
