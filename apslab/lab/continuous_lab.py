@@ -136,14 +136,17 @@ def static_batches(result: SimulationResult) -> StaticBatches:
     return StaticBatches(sizes, prompts, longest, prefill, moved, flops)
 
 
-def static_first_token_s(result: SimulationResult) -> np.ndarray:
+def static_first_token_s(result: SimulationResult, batches: StaticBatches | None = None
+                         ) -> np.ndarray:
     """When each request of a static run has its first token: the end of its batch's prefill
-    iteration (NaN for rejected requests).
+    iteration (NaN for rejected requests). ``batches``: the run's :func:`static_batches`, if
+    already computed.
 
     This reads a static server as streaming each token the moment it is computed, the most
     favourable reading; its requests still finish only when their batch does.
     """
-    batches = static_batches(result)
+    if batches is None:
+        batches = static_batches(result)
     first = np.full(len(result.reason), math.nan)
     members = result.batch_id >= 0
     batch_of = result.batch_id[members]
@@ -151,29 +154,32 @@ def static_first_token_s(result: SimulationResult) -> np.ndarray:
     return first
 
 
-def static_iteration_log(result: SimulationResult) -> IterationLog:
+def static_iteration_log(result: SimulationResult, batches: StaticBatches | None = None
+                         ) -> IterationLog:
     """A static run on the roofline as one row per iteration, in ITER.csv's columns.
 
     Each batch is a prefill iteration of all its prompts (``prefill_tokens`` = sum(P)) followed
     by max(O) - 1 decode iterations in which every member computes a token, finished or not
-    (``decode_tokens`` = B); durations are the engine's own, added in order, so each batch's
-    iterations end exactly at its finish time. ``blocks_used`` and ``preempted`` are 0: the
-    static engine has no KV blocks and never preempts.
+    (``decode_tokens`` = B); durations are the engine's own
+    (:meth:`~apslab.core.roofline.IterationCost.static_batch_durations`), added in order, so
+    each batch's iterations end exactly at its finish time. ``blocks_used`` and ``preempted``
+    are 0: the static engine has no KV blocks and never preempts. ``batches``: the run's
+    :func:`static_batches`, if already computed.
     """
     cost = result.scenario.gpu.iteration_cost()
-    batches = static_batches(result)
+    if batches is None:
+        batches = static_batches(result)
+    members = np.flatnonzero(result.batch_id >= 0)
+    by_batch = members[np.argsort(result.batch_id[members], kind="stable")]
+    member_prompts = np.split(result.trace.prompt_tokens[by_batch],
+                              np.cumsum(batches.size)[:-1])
     columns: dict[str, list] = {name: [] for name in ("gpu", "start_s", "duration_s",
                                                       "requests", "prefill", "decode")}
-    for k, (gpu, start, b, p, m) in enumerate(zip(
+    for gpu, start, b, p, m, prompts in zip(
             result.batch_gpu.tolist(), result.batch_start_s.tolist(), batches.size.tolist(),
-            batches.prompt_tokens.tolist(), batches.max_output_tokens.tolist(), strict=True)):
-        j = np.arange(1, m, dtype=np.int64)
-        context = p + b * j
-        memory_s = (cost.weight_bytes + cost.kv_bytes_per_token * context) / cost.bandwidth
-        compute_s = (cost.matmul_flops_per_token * b
-                     + cost.attention_flops_per_pair * context) / cost.flop_rate
-        durations = np.concatenate(([batches.prefill_s[k]],
-                                    cost.overhead_s + np.maximum(memory_s, compute_s)))
+            batches.prompt_tokens.tolist(), batches.max_output_tokens.tolist(), member_prompts,
+            strict=True):
+        durations = cost.static_batch_durations(prompts.tolist(), m)
         ends = start + np.add.accumulate(durations)
         starts = np.concatenate(([start], ends[:-1]))
         columns["gpu"].append(np.full(m, gpu))
@@ -195,14 +201,15 @@ def static_iteration_log(result: SimulationResult) -> IterationLog:
         blocks_used=np.zeros(count, dtype=np.int64), preempted=np.zeros(count, dtype=np.int64))
 
 
-def iteration_log(result: RunResult) -> IterationLog:
+def iteration_log(result: RunResult, batches: StaticBatches | None = None) -> IterationLog:
     """The run's iterations: the continuous engine's log (run with ``keep_iterations=True``),
-    or :func:`static_iteration_log` of a static run."""
+    or :func:`static_iteration_log` of a static run (``batches``: its :func:`static_batches`,
+    if already computed)."""
     if isinstance(result, ContinuousResult):
         if result.iteration_log is None:
             raise ValueError("run the continuous engine with keep_iterations=True")
         return result.iteration_log
-    return static_iteration_log(result)
+    return static_iteration_log(result, batches)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,8 +262,10 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
-def measure(result: RunResult, label: str = "", load: float = math.nan) -> EngineRun:
-    """:class:`EngineRun` of one run of either engine (on the roofline GPU)."""
+def measure(result: RunResult, label: str = "", load: float = math.nan,
+            batches: StaticBatches | None = None) -> EngineRun:
+    """:class:`EngineRun` of one run of either engine (on the roofline GPU); ``batches``: a
+    static run's :func:`static_batches`, if already computed."""
     scenario, trace = result.scenario, result.trace
     summary = result.summary()
     done = result.completed
@@ -274,8 +283,9 @@ def measure(result: RunResult, label: str = "", load: float = math.nan) -> Engin
         budget = scenario.scheduler.max_num_batched_tokens
     else:
         batching = "static"
-        batches = static_batches(result)
-        first = static_first_token_s(result)
+        if batches is None:
+            batches = static_batches(result)
+        first = static_first_token_s(result, batches)
         max_tbt = math.nan
         gpu = scenario.gpu
         mbu = batches.bytes_moved / (elapsed_gpu_s * gpu.hbm_bytes_per_s) if elapsed_gpu_s \
