@@ -34,7 +34,7 @@ from ..io.trace import Trace, read_trace
 from ..io.workload import generate_trace
 from ..sim.result import ContinuousResult, IterationLog, RunResult, SimulationResult
 from ..sim.run import simulate
-from .experiments import SCENARIOS_DIR, scenario_path, table
+from .experiments import SCENARIOS_DIR, percentile_or_nan, scenario_path, table
 
 LAB_SCENARIO = "lab_continuous"
 
@@ -258,10 +258,6 @@ class EngineRun:
     iterations: int
 
 
-def _pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else math.nan
-
-
 def measure(result: RunResult, label: str = "", load: float = math.nan,
             batches: StaticBatches | None = None) -> EngineRun:
     """:class:`EngineRun` of one run of either engine (on the roofline GPU); ``batches``: a
@@ -309,8 +305,8 @@ def measure(result: RunResult, label: str = "", load: float = math.nan,
         kv_blocks=result.total_blocks if batching == "continuous" else 0,
         submitted=len(trace), completed=int(done.sum()),
         throughput_tokens_per_s=summary["throughput_tokens_per_s"] or 0.0,
-        ttft_p50_s=_pct(ttft, 50), ttft_p99_s=_pct(ttft, 99),
-        tpot_p50_s=_pct(tpot, 50), tpot_p99_s=_pct(tpot, 99),
+        ttft_p50_s=percentile_or_nan(ttft, 50), ttft_p99_s=percentile_or_nan(ttft, 99),
+        tpot_p50_s=percentile_or_nan(tpot, 50), tpot_p99_s=percentile_or_nan(tpot, 99),
         max_tbt_p99_s=math.nan if max_tbt is None else float(max_tbt),
         latency_p50_s=summary["latency_s"]["p50"] or math.nan,
         latency_p99_s=summary["latency_s"]["p99"] or math.nan,

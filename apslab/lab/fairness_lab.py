@@ -46,7 +46,7 @@ from ..io.trace import Trace
 from ..io.workload import generate_trace
 from ..sim import continuous as engine
 from ..sim.result import ContinuousResult, IterationLog
-from .experiments import scenario_path, table
+from .experiments import percentile_or_nan, scenario_path, table
 
 LAB_SCENARIO = "lab_fair_sharing"
 MECHANISMS = ("fcfs", "rpm", "token_bucket", "priority", "vtc")
@@ -424,10 +424,6 @@ class FairRun:
         return {tenant: getattr(outcome, name) for tenant, outcome in self.tenants.items()}
 
 
-def _pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else math.nan
-
-
 def measure(result: ContinuousResult, shape: str = "", mechanism: str = "vtc") -> FairRun:
     """:class:`FairRun` of one continuous run (kept with ``keep_iterations=True``)."""
     scenario, trace = result.scenario, result.trace
@@ -442,7 +438,8 @@ def measure(result: ContinuousResult, shape: str = "", mechanism: str = "vtc") -
         ttft = result.first_token_s[mine] - trace.arrival_s[mine]
         tenants[tenant] = TenantOutcome(
             tenant, row["submitted"], row["rejected"], row["tokens_completed"],
-            row["weighted_service"], float(in_span[tenant][0]), _pct(ttft, 50), _pct(ttft, 99))
+            row["weighted_service"], float(in_span[tenant][0]), percentile_or_nan(ttft, 50),
+            percentile_or_nan(ttft, 99))
     by_reason = {name: count for name, count in
                  summary["requests"]["rejected_by_reason"].items() if count}
     difference = summary["service_difference"]
