@@ -321,12 +321,24 @@ def measure(result: RunResult, label: str = "", load: float = math.nan,
 # The experiments
 
 
+ENGINES = ("static", "continuous")
+
+
+def run_engine(scenario: Scenario, trace: Trace, batching: str,
+               max_batch_size: int | None = None, keep_iterations: bool = False) -> RunResult:
+    """The (continuous) scenario's trace through one engine, ``"static"`` (:func:`as_static`,
+    capped at ``max_batch_size``) or ``"continuous"`` (``keep_iterations`` keeps its log)."""
+    if batching == "static":
+        return simulate(as_static(scenario, max_batch_size), trace)
+    return simulate(scenario, trace, keep_iterations=keep_iterations)
+
+
 def run_engines(scenario: Scenario, trace: Trace, max_batch_size: int | None = None,
                 keep_iterations: bool = False) -> dict[str, RunResult]:
     """The same trace through the static engine and the continuous one, on the same roofline
     GPU: ``{"static": ..., "continuous": ...}``."""
-    return {"static": simulate(as_static(scenario, max_batch_size), trace),
-            "continuous": simulate(scenario, trace, keep_iterations=keep_iterations)}
+    return {batching: run_engine(scenario, trace, batching, max_batch_size, keep_iterations)
+            for batching in ENGINES}
 
 
 def compare_engines(scenario: Scenario, trace: Trace, load: float = math.nan,
