@@ -16,6 +16,7 @@ import numbers
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -57,16 +58,19 @@ def _call(func: Callable, case: str, *args):
                       f"(line {where.lineno}: {where.line})") from None
 
 
-def _same_everywhere(student: Callable, mistake: Callable, cases: Sequence[tuple],
-                     normalise: Callable = list) -> bool:
-    """Whether the student's function answers like ``mistake`` on every case.
+def _same_everywhere(student: Callable, mistake: Callable, cases: Sequence,
+                     normalise: Callable = list, arguments: Callable[[Any], tuple] = tuple
+                     ) -> bool:
+    """Whether the student's function answers like ``mistake`` on every case, each answer
+    compared after ``normalise``; each call gets ``arguments(case)`` (a case's fresh copies, so
+    a function that changes its arguments cannot mislead the next call).
 
     A hint names a mistake only when it explains all of the student's answers, not just the
     one that failed (in a two-request case many different mistakes give the same order).
     """
     for case in cases:
         try:
-            if normalise(student(*case)) != normalise(mistake(*case)):
+            if normalise(student(*arguments(case))) != normalise(mistake(*arguments(case))):
                 return False
         except Exception:
             return False
@@ -254,11 +258,8 @@ def check_token_bucket(student: Callable[[Sequence[int], Sequence[float], float,
                         f"{'admits' if got[row] else 'rejects'}."]
             arguments = [(list(c[1]), list(c[2]), c[3], c[4]) for c in cases]
             for flag, text in BUCKET_MISTAKES.items():
-                kwargs = {"cap": False} if flag == "cap" else {flag: True}
-
-                def mistake(*args, kwargs=kwargs):
-                    return _bucket_variant(*args, **kwargs)
-
+                mistake = partial(_bucket_variant, **({"cap": False} if flag == "cap"
+                                                      else {flag: True}))
                 if _same_everywhere(student, mistake, arguments, _booleans):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
@@ -421,10 +422,8 @@ def check_form_batch(student: Callable[[list[tuple[int, int]], int, int], list[i
                         f"{expected}, got {got}."]
             arguments = [(list(c[1]), c[2], c[3]) for c in cases]
             for flag, text in BATCH_MISTAKES.items():
-                def mistake(*args, flag=flag):
-                    return _batch_variant(*args, **{flag: True})
-
-                if _same_everywhere(student, mistake, arguments, _integers):
+                if _same_everywhere(student, partial(_batch_variant, **{flag: True}), arguments,
+                                    _integers):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
         return check
@@ -809,19 +808,6 @@ def _show_round(answer) -> str:
             f"preempted [{', '.join(preempted)}]")
 
 
-def _explains(student: Callable, flag: str, cases: Sequence[RoundCase]) -> bool:
-    """Whether the mistake ``flag`` gives the student's answer on every one of ``cases`` (each
-    call gets fresh arguments, so a function that changes them cannot mislead the next)."""
-    for case in cases:
-        try:
-            if (_round_answer(student(*case.arguments()))
-                    != _round_answer(_round_variant(*case.arguments(), **{flag: True}))):
-                return False
-        except Exception:
-            return False
-    return True
-
-
 @checker
 def check_scheduling_round(student: Callable) -> CheckResult:
     """``student(running, waiting, requests, free_blocks, budget, max_num_seqs, block_size)
@@ -854,7 +840,8 @@ def check_scheduling_round(student: Callable) -> CheckResult:
                         f"expected {_show_round(expected)}",
                         f"yours    {_show_round(got)}"]
             for flag, text in ROUND_MISTAKES.items():
-                if _explains(student, flag, cases[:index + 1]):
+                if _same_everywhere(student, partial(_round_variant, **{flag: True}),
+                                    cases[:index + 1], _round_answer, RoundCase.arguments):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
         return check
@@ -1060,17 +1047,6 @@ def counter_lift_cases() -> list[LiftCase]:
     ]
 
 
-def _explains_lift(student: Callable, flag: str, cases: Sequence[LiftCase]) -> bool:
-    for case in cases:
-        try:
-            if float(student(*case.arguments())) != _lift_variant(*case.arguments(),
-                                                                  **{flag: True}):
-                return False
-        except Exception:
-            return False
-    return True
-
-
 @checker
 def check_counter_lift(student: Callable[[dict[str, float], set[str], str], float]
                        ) -> CheckResult:
@@ -1100,7 +1076,8 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
                         f"expected {case.tenant}'s counter to be {expected:g}, yours is "
                         f"{float(got):g}"]
             for flag, text in LIFT_MISTAKES.items():
-                if _explains_lift(student, flag, cases[:index + 1]):
+                if _same_everywhere(student, partial(_lift_variant, **{flag: True}),
+                                    cases[:index + 1], float, LiftCase.arguments):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
         return check
