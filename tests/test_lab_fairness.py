@@ -530,6 +530,5 @@ def test_the_replay_alone_tells_these_mistakes_from_the_rule(flag):
     def mistaken(*args):
         return exercises._lift_variant(*args, **{flag: True})
 
-    got = fl.run_with_policy(scenario, trace, exercises._policy_for(
-        scenario, exercises._StudentVTC(mistaken, scenario.tenant_ids())))
+    got = fl.run_with_policy(scenario, trace, exercises._StudentVTC(scenario, mistaken))
     assert not np.array_equal(got, expected, equal_nan=True)

@@ -28,8 +28,8 @@ from ..core.kv_blocks import blocks_for
 from ..core.limiter import TokenBucket
 from ..core.metrics import jain_fairness
 from ..core.policies import PriorityPolicy, VTCPolicy
+from ..io.scenario import Scenario
 from ..io.trace import Trace
-from ..sim.run import simulate
 from . import fairness_lab
 from .appkit import CheckResult, ExerciseFailed, checker
 
@@ -953,66 +953,77 @@ def _replay_scenario_and_trace():
         burst = np.arange(len(rows))
         arrival[rows] = first + 10.0 * (burst // size) + 0.001 * (burst % size)
     order = np.argsort(arrival, kind="stable")
-    return scenario, Trace(arrival[order], trace.tenant_codes[order], trace.tenant_names,
-                           trace.prompt_tokens[order], trace.output_tokens[order],
-                           trace.priority_bid[order], source="<bursts beside a flood>")
+    return scenario, replace(trace.subset(order), arrival_s=arrival[order],
+                             source="<bursts beside a flood>")
 
 
-class _RecordingVTC:
-    """Builds VTC policies that record every push: (counters, waiting, tenant) and the counter
-    after it."""
+class _ScenarioVTC(VTCPolicy):
+    """The VTC policy a scenario names (its shares and weights), knowing the tenants' names."""
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
+    def __init__(self, scenario: Scenario) -> None:
+        sched = scenario.scheduler
+        super().__init__([t.share for t in scenario.tenants], sched.vtc_input_weight,
+                         sched.vtc_output_weight)
+        self.names = scenario.tenant_ids()
+
+    def state(self) -> tuple[dict[str, float], set[str]]:
+        """Every tenant's counter and the tenants with waiting requests, by name."""
+        return (dict(zip(self.names, self.counters, strict=True)),
+                {self.names[u] for u in self.backlogged})
+
+
+class _RecordingVTC(_ScenarioVTC):
+    """VTC that records every push: the state before it (a :class:`LiftCase`) and the tenant's
+    counter after it."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        super().__init__(scenario)
         self.pushes: list[tuple[LiftCase, float]] = []
 
-    def policy(self, shares, input_weight, output_weight):
-        recorder = self
-
-        class Recording(VTCPolicy):
-            def push(self, handle: int) -> None:
-                names = recorder.names
-                tenant = names[self.tenant[handle]]
-                before = LiftCase("", dict(zip(names, self.counters, strict=True)),
-                                  frozenset(names[u] for u in self.backlogged), tenant)
-                super().push(handle)
-                recorder.pushes.append((before, self.counters[self.tenant[handle]]))
-
-        return Recording(shares, input_weight, output_weight)
+    def push(self, handle: int) -> None:
+        counters, waiting = self.state()
+        before = LiftCase("", counters, frozenset(waiting), self.names[self.tenant[handle]])
+        super().push(handle)
+        self.pushes.append((before, self.counters[self.tenant[handle]]))
 
 
-class _StudentVTC:
-    """Builds VTC policies whose lift is the student's function."""
+class _StudentVTC(_ScenarioVTC):
+    """VTC whose lift is the student's function."""
 
-    def __init__(self, lift: Callable, names: Sequence[str]) -> None:
-        self.lift, self.names = lift, list(names)
+    def __init__(self, scenario: Scenario, lift: Callable) -> None:
+        super().__init__(scenario)
+        self.lift = lift
 
-    def policy(self, shares, input_weight, output_weight):
-        lift, names = self.lift, self.names
-
-        class Student(VTCPolicy):
-            def lifted_counter(self, tenant: int) -> float:
-                counters = dict(zip(names, self.counters, strict=True))
-                waiting = {names[u] for u in self.backlogged}
-                return float(lift(counters, waiting, names[tenant]))
-
-        return Student(shares, input_weight, output_weight)
+    def lifted_counter(self, tenant: int) -> float:
+        counters, waiting = self.state()
+        return float(self.lift(counters, waiting, self.names[tenant]))
 
 
-def _policy_for(scenario, factory):
-    sched = scenario.scheduler
-    return factory.policy([t.share for t in scenario.tenants], sched.vtc_input_weight,
-                          sched.vtc_output_weight)
+@dataclass(frozen=True)
+class _Replay:
+    """The engine replay (:func:`_replay_scenario_and_trace`) run with VTC: every request's
+    start time and every push the policy saw."""
+
+    scenario: Scenario
+    trace: Trace
+    start_s: np.ndarray
+    pushes: list[tuple[LiftCase, float]]
 
 
-def _engine_lift_cases() -> list[LiftCase]:
+def _engine_replay() -> _Replay:
+    """One run of the replay, recorded: its pushes give the engine cases, and, as the policy is
+    the engine's own VTC, its start times are what the student's lift must reproduce."""
+    scenario, trace = _replay_scenario_and_trace()
+    recorder = _RecordingVTC(scenario)
+    start_s = fairness_lab.run_with_policy(scenario, trace, recorder)
+    return _Replay(scenario, trace, start_s, recorder.pushes)
+
+
+def _engine_lift_cases(replay: _Replay) -> list[LiftCase]:
     """Three moments a real VTC policy went through in the engine replay's run, in the order
     they happened: the first push that lifted a counter, the first by a tenant that already had
     waiting requests while another waiting tenant's counter was larger (a lift would raise
     it), and the first with nobody else waiting while another tenant's counter was larger."""
-    scenario, trace = _replay_scenario_and_trace()
-    recorder = _RecordingVTC(scenario.tenant_ids())
-    fairness_lab.run_with_policy(scenario, trace, _policy_for(scenario, recorder))
     kinds = {
         "lifted": lambda c, after: after > c.counters[c.tenant],
         "already waiting": lambda c, after: c.tenant in c.waiting and any(
@@ -1021,15 +1032,16 @@ def _engine_lift_cases() -> list[LiftCase]:
             v > c.counters[c.tenant] for u, v in c.counters.items() if u != c.tenant),
     }
     found: dict[str, LiftCase] = {}
-    for step, (case, after) in enumerate(recorder.pushes):
+    for step, (case, after) in enumerate(replay.pushes):
         for kind, hit in kinds.items():
             if kind not in found and hit(case, after):
                 found[kind] = replace(case, name=f"push {step} of a simulated run ({kind})")
     return sorted(found.values(), key=lambda case: int(case.name.split()[1]))
 
 
-def counter_lift_cases() -> list[LiftCase]:
-    """The checker's lift cases, in order: one rule at a time, then moments of a real run."""
+def counter_lift_cases(replay: _Replay | None = None) -> list[LiftCase]:
+    """The checker's lift cases, in order: one rule at a time, then moments of a real run
+    (``replay``: the :func:`_engine_replay` they come from, if already run)."""
     C = _lift_case  # noqa: N806
     return [
         C("a newcomer is lifted to the smallest counter among the waiting tenants",
@@ -1043,7 +1055,7 @@ def counter_lift_cases() -> list[LiftCase]:
         C("one other tenant waits", {"a": 7.5, "b": 9.25, "c": 1.0}, {"b"}, "a"),
         C("the tenant is not the first one", {"a": 12.5, "b": 7.25, "c": 30.0, "d": 7.0},
           {"a", "c"}, "d"),
-        *_engine_lift_cases(),
+        *_engine_lift_cases(replay or _engine_replay()),
     ]
 
 
@@ -1061,7 +1073,8 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
     both answers and, for each common mistake that explains every answer so far, a hint.
     Returns the CheckResult when every case passes.
     """
-    cases = counter_lift_cases()
+    engine_replay = _engine_replay()
+    cases = counter_lift_cases(engine_replay)
 
     def make_check(index, case):
         def check():
@@ -1084,11 +1097,10 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
 
     def replay():
         name = "a whole run through the engine"
-        scenario, trace = _replay_scenario_and_trace()
-        expected = simulate(scenario, trace).start_s
+        scenario, trace, expected = (engine_replay.scenario, engine_replay.trace,
+                                     engine_replay.start_s)
         try:
-            got = fairness_lab.run_with_policy(scenario, trace, _policy_for(
-                scenario, _StudentVTC(student, scenario.tenant_ids())))
+            got = fairness_lab.run_with_policy(scenario, trace, _StudentVTC(scenario, student))
         except Exception as exc:  # the student's bug, met inside the engine
             raise _Failed(f"{name}: the engine stopped - your function raised "
                           f"{type(exc).__name__}: {exc}") from None
