@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -93,9 +93,7 @@ def capacity(scenario: Scenario | None = None, requests: int = 600) -> Capacity:
     rate = requests / (workload.duration_s * len(workload.tenants))
     drawn = shape_scenario(base, {t.tenant_id: rate for t in workload.tenants}, "fcfs")
     trace = generate_trace(drawn.workload)
-    closed = Trace(np.zeros(len(trace)), trace.tenant_codes, trace.tenant_names,
-                   trace.prompt_tokens, trace.output_tokens, trace.priority_bid,
-                   source="<all at t = 0>")
+    closed = replace(trace, arrival_s=np.zeros(len(trace)), source="<all at t = 0>")
     result = engine.simulate_continuous(drawn, closed)
     summary = result.summary()
     elapsed = summary["elapsed_s"]
@@ -418,10 +416,6 @@ class FairRun:
         """Weighted service per second, all tenants together, while arrivals lasted."""
         span = self.idle.span_s
         return sum(o.service_in_span for o in self.tenants.values()) / span if span else 0.0
-
-    def column(self, name: str) -> dict[str, float]:
-        """One :class:`TenantOutcome` field for every tenant."""
-        return {tenant: getattr(outcome, name) for tenant, outcome in self.tenants.items()}
 
 
 def measure(result: ContinuousResult, shape: str = "", mechanism: str = "vtc") -> FairRun:
