@@ -4,7 +4,7 @@ Everything runs the package's own engines (:func:`apslab.sim.run.simulate`) and 
 results; nothing here re-implements a scheduling rule. Two things are computed here because the
 static engine does not record them: the time of a static request's first token and the bytes and
 FLOPs of a static batch. Both follow the rule the static engine costs a batch with on the
-roofline GPU (:meth:`apslab.core.roofline.IterationCost.static_batch_seconds`): one prefill
+roofline GPU (:meth:`apslab.core.roofline.IterationCost.static_batch_durations`): one prefill
 iteration of every prompt, then max(O) - 1 decode iterations of the whole batch.
 
 * :func:`lab_scenario` and :func:`lab_trace`: ``data/scenarios/lab_continuous.toml`` (a chat
