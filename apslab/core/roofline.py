@@ -266,10 +266,12 @@ class IterationCost:
         compute_s = flops / self.flop_rate
         return self.overhead_s + (compute_s if compute_s > memory_s else memory_s)
 
-    def static_batch_seconds(self, prompt_tokens: list[int], max_output_tokens: int) -> float:
-        """A static batch on the roofline: one prefill iteration of every prompt (no token
-        budget), then ``max_output_tokens - 1`` decode iterations of the whole batch; the
-        iterations' durations are added in order.
+    def static_batch_durations(self, prompt_tokens: list[int], max_output_tokens: int
+                               ) -> np.ndarray:
+        """A static batch on the roofline, iteration by iteration: one prefill iteration of
+        every prompt (no token budget), then ``max_output_tokens - 1`` decode iterations of the
+        whole batch (at least the prefill). One place for the rule, so the engine's batch time
+        and the lab's iteration timeline of it cannot drift apart.
 
         In decode iteration j (1-based) every member computes one token with c = P + j - 1, so
         sum(c + n) = sum(P) + B*j and sum(n*c + n*(n+1)/2) = sum(P) + B*j as well.
@@ -278,14 +280,17 @@ class IterationCost:
         prompts = sum(prompt_tokens)
         pairs = sum(p * (p + 1) // 2 for p in prompt_tokens)
         first = self.seconds(*self.work(prompts, prompts, pairs))
-        if max_output_tokens <= 1:
-            return first
         # The decode iterations as int64 columns (exact), divided and compared elementwise with
-        # the same IEEE operations as seconds(); np.add.accumulate adds strictly left to right,
-        # so the total is bit-identical to adding the durations one by one.
+        # the same IEEE operations as seconds().
         context = prompts + batch * np.arange(1, max_output_tokens, dtype=np.int64)
         memory_s = (self.weight_bytes + self.kv_bytes_per_token * context) / self.bandwidth
         compute_s = (self.matmul_flops_per_token * batch
                      + self.attention_flops_per_pair * context) / self.flop_rate
-        durations = self.overhead_s + np.maximum(memory_s, compute_s)
-        return float(np.add.accumulate(np.concatenate(([first], durations)))[-1])
+        return np.concatenate(([first], self.overhead_s + np.maximum(memory_s, compute_s)))
+
+    def static_batch_seconds(self, prompt_tokens: list[int], max_output_tokens: int) -> float:
+        """A static batch's duration: its :meth:`static_batch_durations` added in order
+        (np.add.accumulate adds strictly left to right, so the total is bit-identical to adding
+        the durations one by one)."""
+        return float(np.add.accumulate(
+            self.static_batch_durations(prompt_tokens, max_output_tokens))[-1])

@@ -11,9 +11,9 @@ import contextlib
 import functools
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as widgets
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -46,6 +46,8 @@ def color(index: int) -> str:
 
 
 
+T = TypeVar("T")
+
 CONTROL_STYLE = {"description_width": "initial"}
 CONTROL_LAYOUT = {"width": "340px"}
 
@@ -60,8 +62,12 @@ class FigureApp:
     """Controls, one figure, an image of it and a status line, wired by observers.
 
     Subclasses build ``self.figure`` and implement :meth:`draw`, which reads ``self.values()``,
-    runs the model, redraws the figure and returns the status text.
+    runs the model (through :meth:`cached`, so a control that changes nothing a run depends on
+    does not re-run it), redraws the figure and returns the status text.
     """
+
+    #: How many traces and runs :meth:`cached` keeps (the least recently used go first).
+    CACHE_SIZE = 64
 
     def __init__(self, controls: dict[str, widgets.Widget], figure) -> None:
         self.controls = controls
@@ -82,6 +88,19 @@ class FigureApp:
 
     def values(self) -> dict[str, Any]:
         return {name: control.value for name, control in self.controls.items()}
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, made once per ``key``: the key names everything the value depends on
+        (floats rounded by the caller), so moving a slider back and forth re-runs nothing."""
+        # In the instance's __dict__, not set in __init__: a subclass may ask before calling it.
+        store: dict[Hashable, Any] = self.__dict__.setdefault("_cache", {})
+        if key in store:
+            store[key] = store.pop(key)  # now the most recently used
+        else:
+            store[key] = compute()
+            while len(store) > self.CACHE_SIZE:
+                del store[next(iter(store))]
+        return store[key]
 
     def _on_change(self, change: dict) -> None:
         if not self._suspended:

@@ -4,7 +4,7 @@ Everything runs the package's own engines (:func:`apslab.sim.run.simulate`) and 
 results; nothing here re-implements a scheduling rule. Two things are computed here because the
 static engine does not record them: the time of a static request's first token and the bytes and
 FLOPs of a static batch. Both follow the rule the static engine costs a batch with on the
-roofline GPU (:meth:`apslab.core.roofline.IterationCost.static_batch_seconds`): one prefill
+roofline GPU (:meth:`apslab.core.roofline.IterationCost.static_batch_durations`): one prefill
 iteration of every prompt, then max(O) - 1 decode iterations of the whole batch.
 
 * :func:`lab_scenario` and :func:`lab_trace`: ``data/scenarios/lab_continuous.toml`` (a chat
@@ -34,7 +34,7 @@ from ..io.trace import Trace, read_trace
 from ..io.workload import generate_trace
 from ..sim.result import ContinuousResult, IterationLog, RunResult, SimulationResult
 from ..sim.run import simulate
-from .experiments import SCENARIOS_DIR, scenario_path, table
+from .experiments import SCENARIOS_DIR, percentile_or_nan, scenario_path, table
 
 LAB_SCENARIO = "lab_continuous"
 
@@ -136,14 +136,17 @@ def static_batches(result: SimulationResult) -> StaticBatches:
     return StaticBatches(sizes, prompts, longest, prefill, moved, flops)
 
 
-def static_first_token_s(result: SimulationResult) -> np.ndarray:
+def static_first_token_s(result: SimulationResult, batches: StaticBatches | None = None
+                         ) -> np.ndarray:
     """When each request of a static run has its first token: the end of its batch's prefill
-    iteration (NaN for rejected requests).
+    iteration (NaN for rejected requests). ``batches``: the run's :func:`static_batches`, if
+    already computed.
 
     This reads a static server as streaming each token the moment it is computed, the most
     favourable reading; its requests still finish only when their batch does.
     """
-    batches = static_batches(result)
+    if batches is None:
+        batches = static_batches(result)
     first = np.full(len(result.reason), math.nan)
     members = result.batch_id >= 0
     batch_of = result.batch_id[members]
@@ -151,29 +154,32 @@ def static_first_token_s(result: SimulationResult) -> np.ndarray:
     return first
 
 
-def static_iteration_log(result: SimulationResult) -> IterationLog:
+def static_iteration_log(result: SimulationResult, batches: StaticBatches | None = None
+                         ) -> IterationLog:
     """A static run on the roofline as one row per iteration, in ITER.csv's columns.
 
     Each batch is a prefill iteration of all its prompts (``prefill_tokens`` = sum(P)) followed
     by max(O) - 1 decode iterations in which every member computes a token, finished or not
-    (``decode_tokens`` = B); durations are the engine's own, added in order, so each batch's
-    iterations end exactly at its finish time. ``blocks_used`` and ``preempted`` are 0: the
-    static engine has no KV blocks and never preempts.
+    (``decode_tokens`` = B); durations are the engine's own
+    (:meth:`~apslab.core.roofline.IterationCost.static_batch_durations`), added in order, so
+    each batch's iterations end exactly at its finish time. ``blocks_used`` and ``preempted``
+    are 0: the static engine has no KV blocks and never preempts. ``batches``: the run's
+    :func:`static_batches`, if already computed.
     """
     cost = result.scenario.gpu.iteration_cost()
-    batches = static_batches(result)
+    if batches is None:
+        batches = static_batches(result)
+    members = np.flatnonzero(result.batch_id >= 0)
+    by_batch = members[np.argsort(result.batch_id[members], kind="stable")]
+    member_prompts = np.split(result.trace.prompt_tokens[by_batch],
+                              np.cumsum(batches.size)[:-1])
     columns: dict[str, list] = {name: [] for name in ("gpu", "start_s", "duration_s",
                                                       "requests", "prefill", "decode")}
-    for k, (gpu, start, b, p, m) in enumerate(zip(
+    for gpu, start, b, p, m, prompts in zip(
             result.batch_gpu.tolist(), result.batch_start_s.tolist(), batches.size.tolist(),
-            batches.prompt_tokens.tolist(), batches.max_output_tokens.tolist(), strict=True)):
-        j = np.arange(1, m, dtype=np.int64)
-        context = p + b * j
-        memory_s = (cost.weight_bytes + cost.kv_bytes_per_token * context) / cost.bandwidth
-        compute_s = (cost.matmul_flops_per_token * b
-                     + cost.attention_flops_per_pair * context) / cost.flop_rate
-        durations = np.concatenate(([batches.prefill_s[k]],
-                                    cost.overhead_s + np.maximum(memory_s, compute_s)))
+            batches.prompt_tokens.tolist(), batches.max_output_tokens.tolist(), member_prompts,
+            strict=True):
+        durations = cost.static_batch_durations(prompts.tolist(), m)
         ends = start + np.add.accumulate(durations)
         starts = np.concatenate(([start], ends[:-1]))
         columns["gpu"].append(np.full(m, gpu))
@@ -195,14 +201,15 @@ def static_iteration_log(result: SimulationResult) -> IterationLog:
         blocks_used=np.zeros(count, dtype=np.int64), preempted=np.zeros(count, dtype=np.int64))
 
 
-def iteration_log(result: RunResult) -> IterationLog:
+def iteration_log(result: RunResult, batches: StaticBatches | None = None) -> IterationLog:
     """The run's iterations: the continuous engine's log (run with ``keep_iterations=True``),
-    or :func:`static_iteration_log` of a static run."""
+    or :func:`static_iteration_log` of a static run (``batches``: its :func:`static_batches`,
+    if already computed)."""
     if isinstance(result, ContinuousResult):
         if result.iteration_log is None:
             raise ValueError("run the continuous engine with keep_iterations=True")
         return result.iteration_log
-    return static_iteration_log(result)
+    return static_iteration_log(result, batches)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,12 +258,10 @@ class EngineRun:
     iterations: int
 
 
-def _pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else math.nan
-
-
-def measure(result: RunResult, label: str = "", load: float = math.nan) -> EngineRun:
-    """:class:`EngineRun` of one run of either engine (on the roofline GPU)."""
+def measure(result: RunResult, label: str = "", load: float = math.nan,
+            batches: StaticBatches | None = None) -> EngineRun:
+    """:class:`EngineRun` of one run of either engine (on the roofline GPU); ``batches``: a
+    static run's :func:`static_batches`, if already computed."""
     scenario, trace = result.scenario, result.trace
     summary = result.summary()
     done = result.completed
@@ -274,8 +279,9 @@ def measure(result: RunResult, label: str = "", load: float = math.nan) -> Engin
         budget = scenario.scheduler.max_num_batched_tokens
     else:
         batching = "static"
-        batches = static_batches(result)
-        first = static_first_token_s(result)
+        if batches is None:
+            batches = static_batches(result)
+        first = static_first_token_s(result, batches)
         max_tbt = math.nan
         gpu = scenario.gpu
         mbu = batches.bytes_moved / (elapsed_gpu_s * gpu.hbm_bytes_per_s) if elapsed_gpu_s \
@@ -299,8 +305,8 @@ def measure(result: RunResult, label: str = "", load: float = math.nan) -> Engin
         kv_blocks=result.total_blocks if batching == "continuous" else 0,
         submitted=len(trace), completed=int(done.sum()),
         throughput_tokens_per_s=summary["throughput_tokens_per_s"] or 0.0,
-        ttft_p50_s=_pct(ttft, 50), ttft_p99_s=_pct(ttft, 99),
-        tpot_p50_s=_pct(tpot, 50), tpot_p99_s=_pct(tpot, 99),
+        ttft_p50_s=percentile_or_nan(ttft, 50), ttft_p99_s=percentile_or_nan(ttft, 99),
+        tpot_p50_s=percentile_or_nan(tpot, 50), tpot_p99_s=percentile_or_nan(tpot, 99),
         max_tbt_p99_s=math.nan if max_tbt is None else float(max_tbt),
         latency_p50_s=summary["latency_s"]["p50"] or math.nan,
         latency_p99_s=summary["latency_s"]["p99"] or math.nan,
@@ -315,12 +321,24 @@ def measure(result: RunResult, label: str = "", load: float = math.nan) -> Engin
 # The experiments
 
 
+ENGINES = ("static", "continuous")
+
+
+def run_engine(scenario: Scenario, trace: Trace, batching: str,
+               max_batch_size: int | None = None, keep_iterations: bool = False) -> RunResult:
+    """The (continuous) scenario's trace through one engine, ``"static"`` (:func:`as_static`,
+    capped at ``max_batch_size``) or ``"continuous"`` (``keep_iterations`` keeps its log)."""
+    if batching == "static":
+        return simulate(as_static(scenario, max_batch_size), trace)
+    return simulate(scenario, trace, keep_iterations=keep_iterations)
+
+
 def run_engines(scenario: Scenario, trace: Trace, max_batch_size: int | None = None,
                 keep_iterations: bool = False) -> dict[str, RunResult]:
     """The same trace through the static engine and the continuous one, on the same roofline
     GPU: ``{"static": ..., "continuous": ...}``."""
-    return {"static": simulate(as_static(scenario, max_batch_size), trace),
-            "continuous": simulate(scenario, trace, keep_iterations=keep_iterations)}
+    return {batching: run_engine(scenario, trace, batching, max_batch_size, keep_iterations)
+            for batching in ENGINES}
 
 
 def compare_engines(scenario: Scenario, trace: Trace, load: float = math.nan,

@@ -16,6 +16,7 @@ import numbers
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,8 @@ from ..core.kv_blocks import blocks_for
 from ..core.limiter import TokenBucket
 from ..core.metrics import jain_fairness
 from ..core.policies import PriorityPolicy, VTCPolicy
+from ..io.scenario import Scenario
 from ..io.trace import Trace
-from ..sim.run import simulate
 from . import fairness_lab
 from .appkit import CheckResult, ExerciseFailed, checker
 
@@ -57,16 +58,19 @@ def _call(func: Callable, case: str, *args):
                       f"(line {where.lineno}: {where.line})") from None
 
 
-def _same_everywhere(student: Callable, mistake: Callable, cases: Sequence[tuple],
-                     normalise: Callable = list) -> bool:
-    """Whether the student's function answers like ``mistake`` on every case.
+def _same_everywhere(student: Callable, mistake: Callable, cases: Sequence,
+                     normalise: Callable = list, arguments: Callable[[Any], tuple] = tuple
+                     ) -> bool:
+    """Whether the student's function answers like ``mistake`` on every case, each answer
+    compared after ``normalise``; each call gets ``arguments(case)`` (a case's fresh copies, so
+    a function that changes its arguments cannot mislead the next call).
 
     A hint names a mistake only when it explains all of the student's answers, not just the
     one that failed (in a two-request case many different mistakes give the same order).
     """
     for case in cases:
         try:
-            if normalise(student(*case)) != normalise(mistake(*case)):
+            if normalise(student(*arguments(case))) != normalise(mistake(*arguments(case))):
                 return False
         except Exception:
             return False
@@ -254,11 +258,8 @@ def check_token_bucket(student: Callable[[Sequence[int], Sequence[float], float,
                         f"{'admits' if got[row] else 'rejects'}."]
             arguments = [(list(c[1]), list(c[2]), c[3], c[4]) for c in cases]
             for flag, text in BUCKET_MISTAKES.items():
-                kwargs = {"cap": False} if flag == "cap" else {flag: True}
-
-                def mistake(*args, kwargs=kwargs):
-                    return _bucket_variant(*args, **kwargs)
-
+                mistake = partial(_bucket_variant, **({"cap": False} if flag == "cap"
+                                                      else {flag: True}))
                 if _same_everywhere(student, mistake, arguments, _booleans):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
@@ -421,10 +422,8 @@ def check_form_batch(student: Callable[[list[tuple[int, int]], int, int], list[i
                         f"{expected}, got {got}."]
             arguments = [(list(c[1]), c[2], c[3]) for c in cases]
             for flag, text in BATCH_MISTAKES.items():
-                def mistake(*args, flag=flag):
-                    return _batch_variant(*args, **{flag: True})
-
-                if _same_everywhere(student, mistake, arguments, _integers):
+                if _same_everywhere(student, partial(_batch_variant, **{flag: True}), arguments,
+                                    _integers):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
         return check
@@ -809,19 +808,6 @@ def _show_round(answer) -> str:
             f"preempted [{', '.join(preempted)}]")
 
 
-def _explains(student: Callable, flag: str, cases: Sequence[RoundCase]) -> bool:
-    """Whether the mistake ``flag`` gives the student's answer on every one of ``cases`` (each
-    call gets fresh arguments, so a function that changes them cannot mislead the next)."""
-    for case in cases:
-        try:
-            if (_round_answer(student(*case.arguments()))
-                    != _round_answer(_round_variant(*case.arguments(), **{flag: True}))):
-                return False
-        except Exception:
-            return False
-    return True
-
-
 @checker
 def check_scheduling_round(student: Callable) -> CheckResult:
     """``student(running, waiting, requests, free_blocks, budget, max_num_seqs, block_size)
@@ -854,7 +840,8 @@ def check_scheduling_round(student: Callable) -> CheckResult:
                         f"expected {_show_round(expected)}",
                         f"yours    {_show_round(got)}"]
             for flag, text in ROUND_MISTAKES.items():
-                if _explains(student, flag, cases[:index + 1]):
+                if _same_everywhere(student, partial(_round_variant, **{flag: True}),
+                                    cases[:index + 1], _round_answer, RoundCase.arguments):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
         return check
@@ -966,66 +953,77 @@ def _replay_scenario_and_trace():
         burst = np.arange(len(rows))
         arrival[rows] = first + 10.0 * (burst // size) + 0.001 * (burst % size)
     order = np.argsort(arrival, kind="stable")
-    return scenario, Trace(arrival[order], trace.tenant_codes[order], trace.tenant_names,
-                           trace.prompt_tokens[order], trace.output_tokens[order],
-                           trace.priority_bid[order], source="<bursts beside a flood>")
+    return scenario, replace(trace.subset(order), arrival_s=arrival[order],
+                             source="<bursts beside a flood>")
 
 
-class _RecordingVTC:
-    """Builds VTC policies that record every push: (counters, waiting, tenant) and the counter
-    after it."""
+class _ScenarioVTC(VTCPolicy):
+    """The VTC policy a scenario names (its shares and weights), knowing the tenants' names."""
 
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
+    def __init__(self, scenario: Scenario) -> None:
+        sched = scenario.scheduler
+        super().__init__([t.share for t in scenario.tenants], sched.vtc_input_weight,
+                         sched.vtc_output_weight)
+        self.names = scenario.tenant_ids()
+
+    def state(self) -> tuple[dict[str, float], set[str]]:
+        """Every tenant's counter and the tenants with waiting requests, by name."""
+        return (dict(zip(self.names, self.counters, strict=True)),
+                {self.names[u] for u in self.backlogged})
+
+
+class _RecordingVTC(_ScenarioVTC):
+    """VTC that records every push: the state before it (a :class:`LiftCase`) and the tenant's
+    counter after it."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        super().__init__(scenario)
         self.pushes: list[tuple[LiftCase, float]] = []
 
-    def policy(self, shares, input_weight, output_weight):
-        recorder = self
-
-        class Recording(VTCPolicy):
-            def push(self, handle: int) -> None:
-                names = recorder.names
-                tenant = names[self.tenant[handle]]
-                before = LiftCase("", dict(zip(names, self.counters, strict=True)),
-                                  frozenset(names[u] for u in self.backlogged), tenant)
-                super().push(handle)
-                recorder.pushes.append((before, self.counters[self.tenant[handle]]))
-
-        return Recording(shares, input_weight, output_weight)
+    def push(self, handle: int) -> None:
+        counters, waiting = self.state()
+        before = LiftCase("", counters, frozenset(waiting), self.names[self.tenant[handle]])
+        super().push(handle)
+        self.pushes.append((before, self.counters[self.tenant[handle]]))
 
 
-class _StudentVTC:
-    """Builds VTC policies whose lift is the student's function."""
+class _StudentVTC(_ScenarioVTC):
+    """VTC whose lift is the student's function."""
 
-    def __init__(self, lift: Callable, names: Sequence[str]) -> None:
-        self.lift, self.names = lift, list(names)
+    def __init__(self, scenario: Scenario, lift: Callable) -> None:
+        super().__init__(scenario)
+        self.lift = lift
 
-    def policy(self, shares, input_weight, output_weight):
-        lift, names = self.lift, self.names
-
-        class Student(VTCPolicy):
-            def lifted_counter(self, tenant: int) -> float:
-                counters = dict(zip(names, self.counters, strict=True))
-                waiting = {names[u] for u in self.backlogged}
-                return float(lift(counters, waiting, names[tenant]))
-
-        return Student(shares, input_weight, output_weight)
+    def lifted_counter(self, tenant: int) -> float:
+        counters, waiting = self.state()
+        return float(self.lift(counters, waiting, self.names[tenant]))
 
 
-def _policy_for(scenario, factory):
-    sched = scenario.scheduler
-    return factory.policy([t.share for t in scenario.tenants], sched.vtc_input_weight,
-                          sched.vtc_output_weight)
+@dataclass(frozen=True)
+class _Replay:
+    """The engine replay (:func:`_replay_scenario_and_trace`) run with VTC: every request's
+    start time and every push the policy saw."""
+
+    scenario: Scenario
+    trace: Trace
+    start_s: np.ndarray
+    pushes: list[tuple[LiftCase, float]]
 
 
-def _engine_lift_cases() -> list[LiftCase]:
+def _engine_replay() -> _Replay:
+    """One run of the replay, recorded: its pushes give the engine cases, and, as the policy is
+    the engine's own VTC, its start times are what the student's lift must reproduce."""
+    scenario, trace = _replay_scenario_and_trace()
+    recorder = _RecordingVTC(scenario)
+    start_s = fairness_lab.run_with_policy(scenario, trace, recorder)
+    return _Replay(scenario, trace, start_s, recorder.pushes)
+
+
+def _engine_lift_cases(replay: _Replay) -> list[LiftCase]:
     """Three moments a real VTC policy went through in the engine replay's run, in the order
     they happened: the first push that lifted a counter, the first by a tenant that already had
     waiting requests while another waiting tenant's counter was larger (a lift would raise
     it), and the first with nobody else waiting while another tenant's counter was larger."""
-    scenario, trace = _replay_scenario_and_trace()
-    recorder = _RecordingVTC(scenario.tenant_ids())
-    fairness_lab.run_with_policy(scenario, trace, _policy_for(scenario, recorder))
     kinds = {
         "lifted": lambda c, after: after > c.counters[c.tenant],
         "already waiting": lambda c, after: c.tenant in c.waiting and any(
@@ -1034,15 +1032,16 @@ def _engine_lift_cases() -> list[LiftCase]:
             v > c.counters[c.tenant] for u, v in c.counters.items() if u != c.tenant),
     }
     found: dict[str, LiftCase] = {}
-    for step, (case, after) in enumerate(recorder.pushes):
+    for step, (case, after) in enumerate(replay.pushes):
         for kind, hit in kinds.items():
             if kind not in found and hit(case, after):
                 found[kind] = replace(case, name=f"push {step} of a simulated run ({kind})")
     return sorted(found.values(), key=lambda case: int(case.name.split()[1]))
 
 
-def counter_lift_cases() -> list[LiftCase]:
-    """The checker's lift cases, in order: one rule at a time, then moments of a real run."""
+def counter_lift_cases(replay: _Replay | None = None) -> list[LiftCase]:
+    """The checker's lift cases, in order: one rule at a time, then moments of a real run
+    (``replay``: the :func:`_engine_replay` they come from, if already run)."""
     C = _lift_case  # noqa: N806
     return [
         C("a newcomer is lifted to the smallest counter among the waiting tenants",
@@ -1056,19 +1055,8 @@ def counter_lift_cases() -> list[LiftCase]:
         C("one other tenant waits", {"a": 7.5, "b": 9.25, "c": 1.0}, {"b"}, "a"),
         C("the tenant is not the first one", {"a": 12.5, "b": 7.25, "c": 30.0, "d": 7.0},
           {"a", "c"}, "d"),
-        *_engine_lift_cases(),
+        *_engine_lift_cases(replay or _engine_replay()),
     ]
-
-
-def _explains_lift(student: Callable, flag: str, cases: Sequence[LiftCase]) -> bool:
-    for case in cases:
-        try:
-            if float(student(*case.arguments())) != _lift_variant(*case.arguments(),
-                                                                  **{flag: True}):
-                return False
-        except Exception:
-            return False
-    return True
 
 
 @checker
@@ -1085,7 +1073,8 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
     both answers and, for each common mistake that explains every answer so far, a hint.
     Returns the CheckResult when every case passes.
     """
-    cases = counter_lift_cases()
+    engine_replay = _engine_replay()
+    cases = counter_lift_cases(engine_replay)
 
     def make_check(index, case):
         def check():
@@ -1100,18 +1089,18 @@ def check_counter_lift(student: Callable[[dict[str, float], set[str], str], floa
                         f"expected {case.tenant}'s counter to be {expected:g}, yours is "
                         f"{float(got):g}"]
             for flag, text in LIFT_MISTAKES.items():
-                if _explains_lift(student, flag, cases[:index + 1]):
+                if _same_everywhere(student, partial(_lift_variant, **{flag: True}),
+                                    cases[:index + 1], float, LiftCase.arguments):
                     messages.append(f"hint: {text}")
             raise _Failed(*messages)
         return check
 
     def replay():
         name = "a whole run through the engine"
-        scenario, trace = _replay_scenario_and_trace()
-        expected = simulate(scenario, trace).start_s
+        scenario, trace, expected = (engine_replay.scenario, engine_replay.trace,
+                                     engine_replay.start_s)
         try:
-            got = fairness_lab.run_with_policy(scenario, trace, _policy_for(
-                scenario, _StudentVTC(student, scenario.tenant_ids())))
+            got = fairness_lab.run_with_policy(scenario, trace, _StudentVTC(scenario, student))
         except Exception as exc:  # the student's bug, met inside the engine
             raise _Failed(f"{name}: the engine stopped - your function raised "
                           f"{type(exc).__name__}: {exc}") from None

@@ -457,7 +457,9 @@ class LoadPoint:
         return self.wait_growth_s_per_s > 0.01
 
 
-def _percentile(values: np.ndarray, q: float) -> float:
+def percentile_or_nan(values: np.ndarray, q: float) -> float:
+    """numpy's ``q``-th percentile, or NaN with no values (a table cell, where None would not
+    format)."""
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
@@ -489,16 +491,16 @@ def measure_load(result: SimulationResult, load: float) -> LoadPoint:
         submitted = result.tenant_index == index
         rejected[tenant] = float(1.0 - done[submitted].mean()) if submitted.any() else math.nan
         mask = done & submitted
-        by_tenant_p50[tenant] = _percentile(wait[mask], 50)
-        by_tenant_p99[tenant] = _percentile(wait[mask], 99)
-        latency_p99[tenant] = _percentile(latency[mask], 99)
+        by_tenant_p50[tenant] = percentile_or_nan(wait[mask], 50)
+        by_tenant_p99[tenant] = percentile_or_nan(wait[mask], 99)
+        latency_p99[tenant] = percentile_or_nan(latency[mask], 99)
     by_bid_p50, by_bid_mean, by_bid_p99, latency_by_bid = {}, {}, {}, {}
     for bid in sorted(set(trace.priority_bid.tolist()), reverse=True):
         mask = done & (trace.priority_bid == bid)
-        latency_by_bid[bid] = _percentile(latency[mask], 99)
-        by_bid_p50[bid] = _percentile(wait[mask], 50)
+        latency_by_bid[bid] = percentile_or_nan(latency[mask], 99)
+        by_bid_p50[bid] = percentile_or_nan(wait[mask], 50)
         by_bid_mean[bid] = float(wait[mask].mean()) if mask.any() else math.nan
-        by_bid_p99[bid] = _percentile(wait[mask], 99)
+        by_bid_p99[bid] = percentile_or_nan(wait[mask], 99)
     growth = _slope(trace.arrival_s[done], wait[done]) if done.sum() > 2 else math.nan
     return LoadPoint(
         load=float(load),

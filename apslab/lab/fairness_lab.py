@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from ..io.trace import Trace
 from ..io.workload import generate_trace
 from ..sim import continuous as engine
 from ..sim.result import ContinuousResult, IterationLog
-from .experiments import scenario_path, table
+from .experiments import percentile_or_nan, scenario_path, table
 
 LAB_SCENARIO = "lab_fair_sharing"
 MECHANISMS = ("fcfs", "rpm", "token_bucket", "priority", "vtc")
@@ -93,9 +93,7 @@ def capacity(scenario: Scenario | None = None, requests: int = 600) -> Capacity:
     rate = requests / (workload.duration_s * len(workload.tenants))
     drawn = shape_scenario(base, {t.tenant_id: rate for t in workload.tenants}, "fcfs")
     trace = generate_trace(drawn.workload)
-    closed = Trace(np.zeros(len(trace)), trace.tenant_codes, trace.tenant_names,
-                   trace.prompt_tokens, trace.output_tokens, trace.priority_bid,
-                   source="<all at t = 0>")
+    closed = replace(trace, arrival_s=np.zeros(len(trace)), source="<all at t = 0>")
     result = engine.simulate_continuous(drawn, closed)
     summary = result.summary()
     elapsed = summary["elapsed_s"]
@@ -419,14 +417,6 @@ class FairRun:
         span = self.idle.span_s
         return sum(o.service_in_span for o in self.tenants.values()) / span if span else 0.0
 
-    def column(self, name: str) -> dict[str, float]:
-        """One :class:`TenantOutcome` field for every tenant."""
-        return {tenant: getattr(outcome, name) for tenant, outcome in self.tenants.items()}
-
-
-def _pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else math.nan
-
 
 def measure(result: ContinuousResult, shape: str = "", mechanism: str = "vtc") -> FairRun:
     """:class:`FairRun` of one continuous run (kept with ``keep_iterations=True``)."""
@@ -442,7 +432,8 @@ def measure(result: ContinuousResult, shape: str = "", mechanism: str = "vtc") -
         ttft = result.first_token_s[mine] - trace.arrival_s[mine]
         tenants[tenant] = TenantOutcome(
             tenant, row["submitted"], row["rejected"], row["tokens_completed"],
-            row["weighted_service"], float(in_span[tenant][0]), _pct(ttft, 50), _pct(ttft, 99))
+            row["weighted_service"], float(in_span[tenant][0]), percentile_or_nan(ttft, 50),
+            percentile_or_nan(ttft, 99))
     by_reason = {name: count for name, count in
                  summary["requests"]["rejected_by_reason"].items() if count}
     difference = summary["service_difference"]

@@ -588,16 +588,26 @@ HARDWARE_METRICS = (("GPU busy", "gpu_busy"), ("MBU", "mbu"), ("MFU", "mfu"))
 ENGINE_COLORS = {"static": COLORS[7], "continuous": COLORS[2]}
 
 
-def _grouped_bars(ax: Axes, runs: Sequence[EngineRun], metrics, scale: float = 1.0) -> dict:
-    x = np.arange(len(metrics))
-    width = 0.8 / max(1, len(runs))
+def _grouped_bars(ax: Axes, groups: Sequence[str],
+                  series: Sequence[tuple[str, Sequence[float], str]]) -> dict:
+    """One group of bars per name in ``groups``, one bar in each per (label, values, colour)
+    of ``series``, side by side; artists: each series' bar container, by its label."""
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(series))
     artists = {}
-    for index, run in enumerate(runs):
-        values = [getattr(run, field) * scale for _, field in metrics]
-        artists[run.label] = ax.bar(x + (index - (len(runs) - 1) / 2) * width, values,
-                                    width=width, color=ENGINE_COLORS.get(run.label, color(index)),
-                                    label=run.label)
-    ax.set_xticks(x, [name for name, _ in metrics], fontsize="small")
+    for index, (label, values, colour) in enumerate(series):
+        artists[label] = ax.bar(x + (index - (len(series) - 1) / 2) * width, values,
+                                width=width, color=colour, label=label)
+    ax.set_xticks(x, groups, fontsize="small")
+    return artists
+
+
+def _engine_bars(ax: Axes, runs: Sequence[EngineRun], metrics, scale: float = 1.0) -> dict:
+    """Grouped bars of ``metrics`` ((name, EngineRun field) pairs), one bar per run."""
+    artists = _grouped_bars(
+        ax, [name for name, _ in metrics],
+        [(run.label, [getattr(run, field) * scale for _, field in metrics],
+          ENGINE_COLORS.get(run.label, color(index))) for index, run in enumerate(runs)])
     ax.legend(fontsize="small")
     return artists
 
@@ -605,7 +615,7 @@ def _grouped_bars(ax: Axes, runs: Sequence[EngineRun], metrics, scale: float = 1
 def draw_engine_latencies(ax: Axes, runs: Sequence[EngineRun]) -> dict:
     """TTFT, TPOT and latency percentiles of each run (grouped bars, log scale)."""
     ax.clear()
-    artists = _grouped_bars(ax, runs, LATENCY_METRICS)
+    artists = _engine_bars(ax, runs, LATENCY_METRICS)
     ax.set_yscale("log")
     ax.set_ylabel("seconds (log scale)")
     ax.set_title("what each request sees", fontsize="small")
@@ -615,7 +625,7 @@ def draw_engine_latencies(ax: Axes, runs: Sequence[EngineRun]) -> dict:
 def draw_hardware_use(ax: Axes, runs: Sequence[EngineRun]) -> dict:
     """GPU busy, MBU and MFU of each run, in percent (grouped bars)."""
     ax.clear()
-    artists = _grouped_bars(ax, runs, HARDWARE_METRICS, scale=100.0)
+    artists = _engine_bars(ax, runs, HARDWARE_METRICS, scale=100.0)
     ax.set_ylim(0, 105)
     ax.set_ylabel("% of elapsed time / of the roof")
     ax.set_title("what the GPU reports", fontsize="small")
@@ -821,15 +831,10 @@ def draw_tenant_metric(ax: Axes, runs: Sequence[FairRun], field: str, ylabel: st
     Artists: one bar container per run (by its label)."""
     ax.clear()
     tenants = list(runs[0].tenants) if runs else []
-    x = np.arange(len(tenants))
-    width = 0.8 / max(1, len(runs))
-    artists = {}
-    for index, run in enumerate(runs):
-        values = [getattr(run.tenants[t], field) for t in tenants]
-        artists[run.label] = ax.bar(x + (index - (len(runs) - 1) / 2) * width, values,
-                                    width=width, label=run.label,
-                                    color=MECHANISM_COLORS.get(run.mechanism, color(index)))
-    ax.set_xticks(x, tenants, fontsize="small")
+    artists = _grouped_bars(
+        ax, tenants,
+        [(run.label, [getattr(run.tenants[t], field) for t in tenants],
+          MECHANISM_COLORS.get(run.mechanism, color(index))) for index, run in enumerate(runs)])
     ax.set_ylabel(ylabel, fontsize="small")
     return artists
 

@@ -214,11 +214,14 @@ def release(course: str | Path = DEFAULT_COURSE, notebooks: list[Path] | None = 
 
     Returns each assignment's released folder, ``course/release/<assignment>/``.
     """
-    notebooks = [Path(p) for p in notebooks] if notebooks else exercise_notebooks()
-    for path in notebooks:
-        if not find_exercises(path):
-            raise ReleaseFailed(f"{path}: no exercise (a solution cell and a check cell), "
-                                "so there is nothing to release")
+    if notebooks:
+        notebooks = [Path(p) for p in notebooks]
+        for path in notebooks:  # exercise_notebooks() has already checked its own
+            if not find_exercises(path):
+                raise ReleaseFailed(f"{path}: no exercise (a solution cell and a check cell), "
+                                    "so there is nothing to release")
+    else:
+        notebooks = exercise_notebooks()
     assignments = write_course(course, notebooks)
     # One nbgrader run for them all (each run costs seconds of start-up); "*" regenerates every
     # assignment in source/, which is every notebook released so far.

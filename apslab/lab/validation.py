@@ -19,7 +19,13 @@ import numpy as np
 from ..core.gpu import RooflineGPU
 from ..io.measurements import FIRST_TOKEN, Measurements, measurements
 from ..sim.calibration import Calibration, calibrate, fits_in_memory, replay_benchmark
-from .datasets import load_a100_decode_throughput, load_a100_first_token_latency
+from .datasets import (
+    DecodeMeasurements,
+    FirstTokenLatencies,
+    load_a100_decode_throughput,
+    load_a100_first_token_latency,
+)
+from .fit import significant
 
 SERVING_ENGINES = ("lmdeploy-turbomind", "nemo-framework-llama2", "tensorrt-llm-perf-v0.6.1")
 FIRST_TOKEN_SOURCES = ("lmdeploy-turbomind", "tensorrt-llm-perf-v0.5")
@@ -81,31 +87,33 @@ HEADLINE_FIGURES = (("first-token latency", "lmdeploy-turbomind", 2048),
                     ("peak throughput", "tensorrt-llm-perf-v0.6.1", 128))
 
 
-def _published(source: str, p: int, o: int, b: int, kind: str) -> float:
-    if kind == "ttft":
-        rows = load_a100_first_token_latency()
-        value = rows.first_token_s
-    else:
-        rows = load_a100_decode_throughput()
-        value = rows.decode_tokens_per_s
+def _published(rows: DecodeMeasurements | FirstTokenLatencies, values: np.ndarray, source: str,
+               p: int, o: int, b: int) -> float:
+    """The one value of ``rows`` (a published table) for this source and benchmark."""
     match = ((rows.source == source) & (rows.input_len == p) & (rows.output_len == o)
              & (rows.batch_size == b))
     if match.sum() != 1:
         raise LookupError(f"no single published row for {source} {p}/{o} batch {b}")
-    return float(value[match][0])
+    return float(values[match][0])
 
 
 def validation_rows(gpu: RooflineGPU | None = None) -> list[ValidationRow]:
     """Every figure of :data:`VALIDATION_FIGURES`, published and replayed in the engine."""
     gpu = gpu or RooflineGPU()
+    # Each published table is read (and validated) once, not once per figure.
+    latencies = load_a100_first_token_latency()
+    throughputs = load_a100_decode_throughput()
     rows = []
     for figure, source, p, o, b, kind in VALIDATION_FIGURES:
         replay = replay_benchmark(gpu, p, o, b, A100_HBM_BYTES)
-        engine = {"ttft": replay.ttft_s, "decode": replay.throughput_tokens_per_s,
-                  "throughput": replay.throughput_tokens_per_s}[kind]
-        unit = "s" if kind == "ttft" else "tokens/s"
-        rows.append(ValidationRow(figure, source, f"{p}/{o}, batch {b}",
-                                  _published(source, p, o, b, kind), engine, unit))
+        if kind == "ttft":
+            engine, unit = replay.ttft_s, "s"
+            published = _published(latencies, latencies.first_token_s, source, p, o, b)
+        else:  # "decode" and "throughput" are both the replay's tokens/s
+            engine, unit = replay.throughput_tokens_per_s, "tokens/s"
+            published = _published(throughputs, throughputs.decode_tokens_per_s, source, p, o, b)
+        rows.append(ValidationRow(figure, source, f"{p}/{o}, batch {b}", published, engine,
+                                  unit))
     return rows
 
 
@@ -122,5 +130,5 @@ def validation_table(rows: list[ValidationRow]) -> str:
 
 
 def _significant(value: float, digits: int) -> str:
-    """``value`` rounded to ``digits`` significant digits, written without an exponent."""
-    return f"{float(f'{value:.{digits}g}'):g}" if abs(value) < 1e6 else f"{value:.{digits}g}"
+    """``value`` to ``digits`` significant digits, written without an exponent below 1e6."""
+    return f"{significant(value, digits):g}" if abs(value) < 1e6 else f"{value:.{digits}g}"

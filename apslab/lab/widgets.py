@@ -1,7 +1,8 @@
 """Widget apps for the lab notebooks: controls whose observers re-run the model and redraw.
 
 Each app owns one matplotlib figure for its whole life. Moving a control calls :meth:`update`,
-which re-runs the model through :mod:`apslab.lab` (so through the package's own components),
+which re-runs the model through :mod:`apslab.lab` (so through the package's own components;
+a run the app already has, for the inputs it depends on, comes from :meth:`FigureApp.cached`),
 redraws the same figure with :mod:`apslab.lab.plots` and puts the rendered PNG into an
 ``ipywidgets.Image``. Nothing needs a running kernel-side matplotlib backend, so the apps work
 in JupyterLab, in VS Code, and in tests, which set ``app.controls[name].value`` and read the
@@ -16,6 +17,7 @@ import numpy as np
 from ..io.scenario import Scenario, load_scenario
 from ..io.trace import Trace
 from ..io.workload import generate_trace
+from ..sim.result import RunResult
 from ..sim.summary import format_summary
 from . import experiments as lab
 from . import fairness_lab, plots
@@ -24,15 +26,36 @@ from .appkit import CONTROL_STYLE, FigureApp
 from .appkit import slider as _slider
 from .continuous_lab import (
     ENGINE_COLUMNS,
+    ENGINES,
+    EngineRun,
+    StaticBatches,
     engine_table,
     iteration_log,
     lab_scenario,
-    lab_trace,
     measure,
-    run_engines,
+    run_engine,
+    static_batches,
     with_continuous,
 )
 from .datasets import DecodeMeasurements, load_a100_decode_throughput
+
+
+def _rounded(value: float) -> float:
+    """A float control's value as a cache key (a slider's steps need not be exact binary)."""
+    return round(float(value), 6)
+
+
+class _LoadTraceApp(FigureApp):
+    """An app whose ``self.base`` scenario's workload, scaled by a load slider, is the trace."""
+
+    base: Scenario
+
+    def trace_for(self, load: float) -> Trace:
+        """The trace ``self.base``'s workload generates at ``load`` (made once per load)."""
+        load = _rounded(load)
+        return self.cached(("trace", load),
+                           lambda: generate_trace(self.base.scaled_load(load).workload))
+
 
 # --------------------------------------------------------------------------------------------
 # 00
@@ -150,14 +173,13 @@ WINDOWS_MS = (0, 10, 50, 100, 250, 500, 1000, 2000)
 KV_CACHE_GIB = (0.25, 0.5, 1, 2, 4, 8, 16, 32)
 
 
-class BatchingApp(FigureApp):
+class BatchingApp(_LoadTraceApp):
     """Window, batch-size cap and KV capacity against throughput, latency and KV use."""
 
     def __init__(self, scenario: Scenario | None = None, duration_s: float = 600.0) -> None:
         base = scenario or lab.example()[0]
         self.base = lab.without_rate_limits(base).with_overrides(
             {"workload.duration_s": float(duration_s)})
-        self._traces: dict[float, Trace] = {}
         controls = {
             "load": _slider(widgets.FloatSlider, "load (x arrival rates)", value=1.2, min=0.2,
                             max=2.0, step=0.1),
@@ -172,24 +194,27 @@ class BatchingApp(FigureApp):
         self.twins = [figure.axes[0].twinx(), figure.axes[1].twinx()]
         super().__init__(controls, figure)
 
-    def trace_for(self, load: float) -> Trace:
-        load = round(float(load), 6)
-        if load not in self._traces:
-            self._traces[load] = generate_trace(self.base.scaled_load(load).workload)
-        return self._traces[load]
-
     def scenario(self) -> Scenario:
         v = self.values()
         return lab.with_batching(self.base.scaled_load(v["load"]), v["batch_window_ms"],
                                  v["max_batch_size"], v["kv_cache_gib"])
 
+    def _point(self, window_ms: float, size: int) -> tuple[lab.BatchingPoint, RunResult]:
+        """:func:`~apslab.lab.experiments.batching_point` at the current load and KV cache, made
+        once per configuration: both sweeps and the current point share their runs."""
+        v = self.values()
+        return self.cached(
+            ("point", _rounded(v["load"]), window_ms, size, v["kv_cache_gib"]),
+            lambda: lab.batching_point(lab.with_batching(self.scenario(), window_ms, size),
+                                       self.trace_for(v["load"])))
+
     def draw(self) -> str:
         v = self.values()
-        scenario = self.scenario()
         trace = self.trace_for(v["load"])
-        self.point, self.result = lab.batching_point(scenario, trace)
-        self.size_sweep = lab.batch_size_sweep(scenario, trace, BATCH_SIZES)
-        self.window_sweep = lab.window_sweep(scenario, trace, WINDOWS_MS)
+        window, size = v["batch_window_ms"], v["max_batch_size"]
+        self.point, self.result = self._point(window, size)
+        self.size_sweep = [self._point(window, s)[0] for s in BATCH_SIZES]
+        self.window_sweep = [self._point(w, size)[0] for w in WINDOWS_MS]
         axes = self.figure.axes
         self.artists = {
             "sizes": plots.draw_batching_sweep(axes[0], self.twins[0], self.size_sweep,
@@ -340,20 +365,20 @@ TOKEN_BUDGETS = (32, 64, 128, 256, 512, 1024, 2048)
 KV_CACHE_GIB_08 = (1, 2, 3, 4, 8, 32)
 
 
-class ContinuousApp(FigureApp):
+class ContinuousApp(_LoadTraceApp):
     """Static against continuous batching on the same trace and roofline A100.
 
     Controls: the load, which engine the timeline shows, and the continuous engine's token
-    budget and KV cache (the KV cache also bounds the static engine's batches). Both engines
-    run on every change; the left panel is the chosen engine's iterations over ``window_s``,
-    the right one both engines' latency percentiles.
+    budget and KV cache (the KV cache also bounds the static engine's batches). Each engine
+    runs once per the controls it depends on (the static one ignores the token budget, and
+    neither depends on which timeline is shown); the left panel is the chosen engine's
+    iterations over ``window_s``, the right one both engines' latency percentiles.
     """
 
     def __init__(self, scenario: Scenario | None = None,
                  window_s: tuple[float, float] = (30.0, 32.0)) -> None:
         self.base = scenario or lab_scenario()
         self.window_s = window_s
-        self._traces: dict[float, Trace] = {}
         controls = {
             "load": _slider(widgets.FloatSlider, "load (x arrival rates)", value=1.0, min=0.5,
                             max=8.0, step=0.5),
@@ -369,25 +394,38 @@ class ContinuousApp(FigureApp):
         figure.axes[0].get_gridspec().set_width_ratios([3, 2])
         super().__init__(controls, figure)
 
-    def trace_for(self, load: float) -> Trace:
-        load = round(float(load), 6)
-        if load not in self._traces:
-            self._traces[load] = lab_trace(self.base, load)
-        return self._traces[load]
-
     def scenario(self) -> Scenario:
         v = self.values()
         return with_continuous(
             self.base, max_num_batched_tokens=v["max_num_batched_tokens"],
             kv_cache_gib=v["kv_cache_gib"])
 
+    def _key(self, batching: str) -> tuple:
+        """The controls one engine's run depends on."""
+        v = self.values()
+        key = (batching, _rounded(v["load"]), v["kv_cache_gib"])
+        return key + (v["max_num_batched_tokens"],) if batching == "continuous" else key
+
+    def _engine(self, batching: str) -> tuple[RunResult, EngineRun, StaticBatches | None]:
+        """One engine's run, its :func:`measure` and (static) its batches, made once per key."""
+        def run():
+            load = self.values()["load"]
+            result = run_engine(self.scenario(), self.trace_for(load), batching,
+                                keep_iterations=True)
+            batches = static_batches(result) if batching == "static" else None
+            return result, measure(result, batching, load, batches), batches
+
+        return self.cached(self._key(batching), run)
+
     def draw(self) -> str:
         v = self.values()
         trace = self.trace_for(v["load"])
-        self.results = run_engines(self.scenario(), trace, keep_iterations=True)
-        self.runs = {name: measure(result, name, v["load"])
-                     for name, result in self.results.items()}
-        self.log = iteration_log(self.results[v["batching"]])
+        engines = {batching: self._engine(batching) for batching in ENGINES}
+        self.results = {batching: result for batching, (result, _, _) in engines.items()}
+        self.runs = {batching: run for batching, (_, run, _) in engines.items()}
+        shown, _, batches = engines[v["batching"]]
+        self.log = self.cached(("log", *self._key(v["batching"])),
+                               lambda: iteration_log(shown, batches))
         start, end = self.window_s
         self.artists = {
             "timeline": plots.draw_iteration_timeline(
@@ -418,7 +456,6 @@ class FairSharingApp(FigureApp):
     def __init__(self, scenario: Scenario | None = None) -> None:
         self.base = scenario or fairness_lab.lab_scenario()
         self.capacity = fairness_lab.capacity(self.base)
-        self._traces: dict[tuple[str, float], Trace] = {}
         controls = {
             "shape": widgets.Dropdown(
                 description="shape", options=[(s.title, name) for name, s in
@@ -442,11 +479,12 @@ class FairSharingApp(FigureApp):
         return shape.rates(self.capacity, shape.loads[shape.heavy] * v["heavy_load"])
 
     def trace_for(self, rates: dict[str, float]) -> Trace:
-        key = (self.values()["shape"], round(float(self.values()["heavy_load"]), 6))
-        if key not in self._traces:
-            scenario = fairness_lab.shape_scenario(self.base, rates, "fcfs")
-            self._traces[key] = fairness_lab.shape_trace(scenario)
-        return self._traces[key]
+        """The shape's trace at these ``rates`` (:meth:`rates`), made once per shape and load."""
+        v = self.values()
+        return self.cached(
+            ("trace", v["shape"], _rounded(v["heavy_load"])),
+            lambda: fairness_lab.shape_trace(fairness_lab.shape_scenario(self.base, rates,
+                                                                         "fcfs")))
 
     def scenario(self) -> Scenario:
         v = self.values()
@@ -456,9 +494,12 @@ class FairSharingApp(FigureApp):
 
     def draw(self) -> str:
         v = self.values()
-        rates = self.rates()
-        self.run = fairness_lab.run_mechanism(self.scenario(), self.trace_for(rates),
-                                              v["shape"], v["mechanism"], keep_curve=True)
+        # alpha's share changes nothing under the other mechanisms: the same run
+        share = _rounded(v["alpha_share"]) if v["mechanism"] == "vtc" else None
+        self.run = self.cached(
+            ("run", v["shape"], _rounded(v["heavy_load"]), v["mechanism"], share),
+            lambda: fairness_lab.run_mechanism(self.scenario(), self.trace_for(self.rates()),
+                                               v["shape"], v["mechanism"], keep_curve=True))
         self.artists = {
             "service": plots.draw_service_over_time(self.figure.axes[0], self.run),
             "difference": plots.draw_service_difference(self.figure.axes[1], [self.run]),
