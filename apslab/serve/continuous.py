@@ -58,18 +58,16 @@ from prometheus_client import (
 )
 
 from ..core.aging_queue import static_priority_key
-from ..core.continuous_batcher import ContinuousBatcher
-from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
 from ..core.limiter import (
     ADMITTED,
     EXCEEDS_KV_CAPACITY,
     REASON_NAMES,
 )
 from ..core.metrics import latency_stats
-from ..core.policies import make_policy
 from ..io.errors import InputError
 from ..io.scenario import Scenario
 from ..io.trace import Trace
+from ..sim.continuous import IterationTally, build_batcher, longest_gap, run_instant
 from ..sim.result import ContinuousResult, IterationTotals
 from ..sim.run import simulate
 from ..sim.summary import summarize
@@ -281,24 +279,15 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             raise InputError("ContinuousLiveScheduler needs [scheduler] batching = "
                              "\"continuous\"")
         super().__init__(scenario, time_scale, history)
-        sched, tenants = scenario.scheduler, scenario.tenants
+        sched = scenario.scheduler
         self.block_size = sched.block_size
         self.total_blocks = scenario.gpu.total_blocks(sched.block_size)
         # ceil((P + O) / block_size) > total_blocks  <=>  P + O > total_blocks * block_size,
         # so TenantManager.admit's token comparison is the engine's block rule exactly.
         self.kv_capacity_tokens = self.total_blocks * sched.block_size
-        shares = [t.share for t in tenants]
-        # The service difference between backlogged tenants, tracked as the simulator does.
-        self.fairness = ServiceDifference(shares, sched.vtc_input_weight,
-                                          sched.vtc_output_weight) \
-            if len(tenants) <= MAX_TRACKED_TENANTS else None
-        self.batcher = ContinuousBatcher(
-            gpus=self.gpu_count, total_blocks=self.total_blocks, block_size=sched.block_size,
-            max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
-            policy=make_policy(sched.policy, shares, sched.vtc_input_weight,
-                               sched.vtc_output_weight),
-            observer=self.fairness)
-        self.cost = scenario.gpu.iteration_cost()
+        # The batcher and the service difference between backlogged tenants, as the simulator
+        # sets them up.
+        self.fairness, self.batcher = build_batcher(scenario, self.total_blocks)
         self.window = sched.batch_window_s
         self.aging = sched.aging_per_s
         self.prometheus = _Prometheus(self)
@@ -308,12 +297,8 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         self._timer = INF  # the batch-window timer (inf: not armed)
         self._by_handle: list[LiveRequest | None] = []  # batcher handle -> unfinished request
         self._in_flight = 0
-        # The iterations' totals, accumulated in the simulator's order and arithmetic.
-        self._count = self._requests = self._tokens = 0
-        self._busy = [0.0] * self.gpu_count
-        self._moved = self._flops = 0
-        self._block_seconds = 0.0
-        self._last_end = -INF
+        # The iterations' totals, accumulated as the simulator does.
+        self._tally = IterationTally(scenario.gpu.iteration_cost(), self.gpu_count)
         # (start of an iteration, the totals before it), every _CHECKPOINT_EVERY iterations:
         # what /metrics subtracts once the oldest settled requests have been dropped.
         self._checkpoints: list[tuple[float, IterationTotals]] = []
@@ -422,21 +407,13 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         """Handle, in model-time order, every event strictly before ``until`` (the rules of
         apslab.sim.continuous: completions, then rounds on GPUs in index order, then the
         timer is disarmed)."""
-        ends, gpus = self._ends, self.gpu_count
+        ends = self._ends
         while True:
             t = min(min(ends), self._timer)
             if not t < until:  # also stops at inf
                 return
-            for gpu in range(gpus):
-                if ends[gpu] == t:
-                    self._complete(gpu, t)
-                    ends[gpu] = INF
-                    self._lag.append(until - t)
-            for gpu in range(gpus):
-                if ends[gpu] == INF:
-                    ends[gpu] = self._start(gpu, t)
-            if self.fairness is not None:
-                self.fairness.settle(t)
+            completed = run_instant(t, ends, self._complete, self._start, self.fairness)
+            self._lag.extend([until - t] * completed)
             self._timer = INF
 
     def _start(self, gpu: int, t: float) -> float:
@@ -444,11 +421,9 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         iteration = self.batcher.schedule(gpu)
         if iteration is None:
             return INF
-        if self._count % _CHECKPOINT_EVERY == 0:
+        if self._tally.count % _CHECKPOINT_EVERY == 0:
             self._checkpoints.append((t, self._totals()))
-        moved, flops = self.cost.work(iteration.context_tokens, iteration.new_tokens,
-                                      iteration.attention_pairs)
-        duration = self.cost.seconds(moved, flops)
+        duration = self._tally.add(gpu, iteration)
         by_handle = self._by_handle
         # A request ended at shutdown (None here) still runs in the model; nobody listens.
         for handle in iteration.newly_started:
@@ -461,13 +436,6 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
                 continue
             request.preemptions += 1
             prom.preemptions.labels(request.tenant_id).inc()
-        self._count += 1
-        self._requests += len(iteration.handles)
-        self._tokens += iteration.new_tokens
-        self._busy[gpu] += duration
-        self._moved += moved
-        self._flops += flops
-        self._block_seconds += iteration.blocks_used * duration
         prom.iterations.inc()
         prom.gpu_busy.labels(str(gpu)).inc(duration)
         return t + duration
@@ -483,9 +451,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             if previous != previous:  # NaN: the first token
                 request.first_token_s = t
             else:
-                gap = t - previous
-                if not gap <= request.max_tbt_s:  # also replaces the NaN of the first gap
-                    request.max_tbt_s = gap
+                request.max_tbt_s = longest_gap(request.max_tbt_s, t - previous)
             request.last_token_s = t
             request.emitted += 1
             request._notify()
@@ -500,8 +466,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             self._settle(request)
             request.outcome = COMPLETED
             request._notify()
-        if t > self._last_end:
-            self._last_end = t
+        self._tally.ended(t)
 
     def _settle(self, request: LiveRequest) -> None:
         self.settled.add(request.request_id, request.tenant, request.arrival_s,
@@ -520,10 +485,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         self._trim()
 
     def _totals(self) -> IterationTotals:
-        return IterationTotals(self._count, self._requests, self._tokens, list(self._busy),
-                               self._moved, self._flops, self._block_seconds, self._last_end,
-                               None if self.fairness is None
-                               else self.fairness.max_difference)
+        return self._tally.totals(self.fairness)
 
     def _trim(self) -> None:
         first_kept = self.settled.trim()
