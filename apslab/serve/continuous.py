@@ -188,7 +188,6 @@ class _Settled:
         self.history = history
         for name, code in self.COLUMNS:
             setattr(self, name, array(code))
-        self.trimmed = False
 
     def __len__(self) -> int:
         return len(self.arrival)
@@ -209,7 +208,6 @@ class _Settled:
         drop = len(self) - self.history
         for name, _code in self.COLUMNS:
             del getattr(self, name)[:drop]
-        self.trimmed = True
         return min(self.arrival)
 
 
@@ -302,7 +300,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         # (start of an iteration, the totals before it), every _CHECKPOINT_EVERY iterations:
         # what /metrics subtracts once the oldest settled requests have been dropped.
         self._checkpoints: list[tuple[float, IterationTotals]] = []
-        self._window_start = -INF
+        self._window_start = -INF  # the first arrival kept (-inf: nothing dropped yet)
         self._lag = array("d")  # how late each iteration end was handled (model seconds)
         self._wakeup_s = INF  # model time of the dispatcher's next call (inf: none)
 
@@ -550,7 +548,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
                       column("output", np.int64), column("bid", np.float64),
                       source="<live service>")
         totals = self._totals()
-        if s.trimmed and self._checkpoints and self._checkpoints[0][0] <= self._window_start:
+        if self._checkpoints and self._checkpoints[0][0] <= self._window_start:
             # The iterations since the last snapshot before the window (a few more than the
             # window's own: at most _CHECKPOINT_EVERY).
             _t, before = self._checkpoints[0]
