@@ -65,7 +65,6 @@ from .common import (
     INTERNAL_ERROR,
     SHUTTING_DOWN,
     UNAUTHENTICATED_LABEL,
-    RateLimitState,
     Rejection,
     effective_bid,
     retry_after_seconds,
@@ -332,56 +331,6 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
 
 
 # --------------------------------------------------------------------------------------------
-# A static-engine request, seen as a stream
-
-
-class StaticTicket:
-    """A static-engine request through the streaming interface: its tokens all arrive when its
-    batch finishes (its first token with its last)."""
-
-    def __init__(self, future, tenant_id: str, prompt_tokens: int, output_tokens: int,
-                 priority_bid: float, rate_limit: RateLimitState | None) -> None:
-        self.future = future
-        self.tenant_id = tenant_id
-        self.prompt_tokens = prompt_tokens
-        self.output_tokens = output_tokens
-        self.priority_bid = priority_bid
-        self.rate_limit = rate_limit
-        self.request_id: int | None = None  # set by the caller at once (see add_openai_routes)
-        self.emitted = 0
-        self.outcome: Any = None
-        self.completion = None
-
-    async def wait_until_ended(self) -> None:
-        if self.outcome is None:
-            result = await self.future
-            if isinstance(result, Rejection):
-                self.outcome = result
-            else:
-                self.completion, self.emitted, self.outcome = (
-                    result, self.output_tokens, "completed")
-                self.request_id = result.request_id
-
-    async def wait_for_tokens(self, seen: int) -> None:
-        await self.wait_until_ended()
-
-    def timings(self) -> dict[str, Any]:
-        c = self.completion
-        return {
-            "request_id": c.request_id, "tenant_id": c.tenant_id,
-            "priority_bid": self.priority_bid, "arrival_s": c.arrival_s,
-            "queue_wait_ms": (c.start_s - c.arrival_s) * 1000.0,
-            "ttft_ms": (c.finish_s - c.arrival_s) * 1000.0,
-            "tpot_ms": 0.0 if self.output_tokens >= 2 else None,
-            "max_tbt_ms": 0.0 if self.output_tokens >= 2 else None,
-            "latency_ms": (c.finish_s - c.arrival_s) * 1000.0, "preemptions": 0,
-            "gpu": c.gpu, "batch_id": c.batch_id, "batch_size": c.batch_size,
-            "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-            "start_s": c.start_s, "first_token_s": c.finish_s, "finish_s": c.finish_s,
-        }
-
-
-# --------------------------------------------------------------------------------------------
 # Streams
 
 
@@ -533,10 +482,6 @@ def add_openai_routes(app: FastAPI, scheduler, auth: Authenticator, model_name: 
         outcome = scheduler.submit(tenant, prompt, output, bid)
         if isinstance(outcome, Rejection):
             return refuse(tenant, rejection_error(outcome))
-        if getattr(scheduler, "engine", "static") == "static":
-            outcome = StaticTicket(outcome, tenant, prompt, output, bid,
-                                   scheduler.rate_limit(tenant))
-            outcome.request_id = scheduler.last_request_id
         headers = {"x-apslab-bid": f"{bid:g}", "x-request-id": str(outcome.request_id),
                    **outcome.rate_limit.headers()}
         if body.stream:
