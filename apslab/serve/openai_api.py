@@ -233,6 +233,7 @@ class Authenticator:
     def __init__(self, keys: KeyStore | None, scenario: Scenario) -> None:
         self.keys = keys
         self.tenant_ids = [t.id for t in scenario.tenants]
+        self._known = frozenset(self.tenant_ids)  # checked on every request without keys
         if keys is not None:
             keys.check_tenants(self.tenant_ids)
 
@@ -263,7 +264,7 @@ class Authenticator:
             if tenant is None:
                 return None, f"Incorrect API key provided: {_redact(token)}."
             return tenant, None
-        if token not in self.tenant_ids:
+        if token not in self._known:
             close = difflib.get_close_matches(token, self.tenant_ids, n=1)
             return None, (f"Unknown tenant {short(token)} in the bearer token (this service "
                           f"runs without keys, so the token names the tenant; tenants: "
@@ -335,7 +336,8 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
 
 
 class _Chunks:
-    """The SSE chunks of one response, pre-encoded around the only part that changes."""
+    """The SSE chunks of one response. A token's chunk is one of a few (a filler word each,
+    and chat's first, which names the role), so they are encoded once per response."""
 
     def __init__(self, chat: bool, request_id: int, created: int, model: str) -> None:
         self.chat = chat
@@ -344,16 +346,24 @@ class _Chunks:
         self.head = (f'data: {{"id":"{ident}","object":"{kind}","created":{created},'
                      f'"model":{json.dumps(model)},"choices":')
         self.ident, self.kind, self.created, self.model = ident, kind, created, model
+        self._tokens = [self._token_chunk(word) for word in FILLER]
+        self._first = self._token_chunk(FILLER[0], first=True)
 
-    def token(self, index: int) -> str:
-        text = json.dumps(FILLER[index % len(FILLER)])
+    def _token_chunk(self, word: str, first: bool = False) -> bytes:
+        text = json.dumps(word)
         if self.chat:
-            role = '"role":"assistant",' if index == 0 else ""
+            role = '"role":"assistant",' if first else ""
             choice = f'{{"index":0,"delta":{{{role}"content":{text}}},"logprobs":null,' \
                      '"finish_reason":null}'
         else:
             choice = f'{{"index":0,"text":{text},"logprobs":null,"finish_reason":null}}'
-        return f"{self.head}[{choice}]}}\n\n"
+        return f"{self.head}[{choice}]}}\n\n".encode()
+
+    def token(self, index: int) -> bytes:
+        """The chunk of output token ``index``."""
+        if index == 0 and self.chat:
+            return self._first
+        return self._tokens[index % len(FILLER)]
 
     def event(self, body: dict) -> str:
         return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
@@ -392,7 +402,7 @@ async def _stream(ticket, chunks: _Chunks, include_usage: bool, on_disconnect
             emitted = ticket.emitted
             upto = emitted - 1 if last_in_finish and emitted == output else emitted
             if upto > sent:
-                yield "".join(chunks.token(i) for i in range(sent, upto)).encode()
+                yield b"".join(chunks.token(i) for i in range(sent, upto))
                 sent = upto
             if ticket.outcome is not None:
                 break
