@@ -494,6 +494,7 @@ class FleetPlan(_WritesRows):
 
 
 def _fmt(value: Any, spec: str) -> str:
+    """A table cell: ``value`` formatted, or "n/a" for a metric that is null."""
     return "n/a" if value is None else format(value, spec)
 
 
@@ -536,6 +537,18 @@ def parse_gpu_types(text: str) -> dict[str, dict[str, Any]]:
             raise InputError(f"--gpu-types {text!r}: {label!r} is given twice")
         types[label] = tables
     return types
+
+
+def scenarios_on_gpu_types(scenario: Scenario, gpu_types: Mapping[str, dict[str, Any]],
+                           overrides: Mapping[str, Any] | None = None) -> dict[str, Scenario]:
+    """``{label: scenario on that GPU type}`` for :func:`parse_gpu_types`' tables: each
+    type's tables replace the scenario's [gpu] (and [model]), then ``overrides`` (dotted
+    keys, e.g. ``gpu.price_per_hour``) apply on top."""
+    scenarios = {}
+    for label, tables in gpu_types.items():
+        typed = scenario.with_gpu(tables)
+        scenarios[label] = typed.with_overrides(overrides) if overrides else typed
+    return scenarios
 
 
 def _check_plan_inputs(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
