@@ -237,28 +237,28 @@ def summary_with_tenant_latency(result, scenario: Scenario) -> dict:
 
 class LivePrometheus:
     """The Prometheus metrics both engines export, in a registry of their own (several apps
-    per process). ``help`` holds the texts that differ by engine; a subclass adds its own
+    per process). ``help_texts`` holds the texts that differ by engine; a subclass adds its own
     metrics in :meth:`_request_metrics` and :meth:`_engine_metrics`, called where they appear
     in the exposition."""
 
-    def __init__(self, scheduler: LiveSchedulerBase, help: Mapping[str, str]) -> None:
+    def __init__(self, scheduler: LiveSchedulerBase, help_texts: Mapping[str, str]) -> None:
         self.registry = registry = CollectorRegistry()
-        self.requests = Counter("apslab_requests", help["requests"], ["tenant", "status"],
-                                registry=registry)
+        self.requests = Counter("apslab_requests", help_texts["requests"],
+                                ["tenant", "status"], registry=registry)
         self.rejections = Counter(
             "apslab_rejections", "Requests the scheduler rejected, by tenant and reason.",
             ["tenant", "reason"], registry=registry)
-        self.queue_wait = Histogram("apslab_queue_wait_seconds", help["queue_wait"],
+        self.queue_wait = Histogram("apslab_queue_wait_seconds", help_texts["queue_wait"],
                                     ["tenant"], buckets=TIME_BUCKETS_S, registry=registry)
-        self.latency = Histogram("apslab_latency_seconds", help["latency"], ["tenant"],
+        self.latency = Histogram("apslab_latency_seconds", help_texts["latency"], ["tenant"],
                                  buckets=TIME_BUCKETS_S, registry=registry)
         self._request_metrics(registry)
-        self.output_tokens = Counter("apslab_output_tokens", help["output_tokens"], ["tenant"],
-                                     registry=registry)
-        self.gpu_busy = Counter("apslab_gpu_busy_seconds", help["gpu_busy"], ["gpu"],
+        self.output_tokens = Counter("apslab_output_tokens", help_texts["output_tokens"],
+                                     ["tenant"], registry=registry)
+        self.gpu_busy = Counter("apslab_gpu_busy_seconds", help_texts["gpu_busy"], ["gpu"],
                                 registry=registry)
         self._engine_metrics(registry, scheduler)
-        Gauge("apslab_gpus_busy", help["gpus_busy"],
+        Gauge("apslab_gpus_busy", help_texts["gpus_busy"],
               registry=registry).set_function(lambda: scheduler.gpus_busy)
         Gauge("apslab_time_scale", "Wall seconds per model second.",
               registry=registry).set(scheduler.time_scale)
