@@ -297,7 +297,7 @@ def test_metrics_cover_a_bounded_window_of_recent_requests(monkeypatch):
         await scheduler.start()
         await drive(scheduler, 150, seed=9, block_s=0.0)
         metrics = scheduler.metrics()
-        total = scheduler._count
+        total = scheduler._tally.count
         await scheduler.shutdown(0)
         return scheduler, metrics, total
 

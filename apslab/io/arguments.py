@@ -8,13 +8,12 @@ refusal to overwrite an input live here once, below the commands that use them.
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 from pathlib import Path
 
 from ..core.metrics import GoodputTargets
 from .errors import InputError
-from .scenario import Scenario, load_gpu_tables
+from .scenario import Scenario, load_gpu_tables, suggest
 from .trace import Trace, read_trace
 
 GOODPUT_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}
@@ -124,9 +123,8 @@ def parse_goodput(text: str | None) -> GoodputTargets | None:
             raise InputError(f"--goodput {text!r}: expected ttft=S,tpot=S[,e2e=S] (seconds), "
                              f"got {part.strip()!r}")
         if key not in GOODPUT_KEYS:
-            close = difflib.get_close_matches(key, list(GOODPUT_KEYS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InputError(f"--goodput {text!r}: unknown target {key!r}{hint}; targets: "
+            raise InputError(f"--goodput {text!r}: unknown target {key!r}"
+                             f"{suggest(key, GOODPUT_KEYS)}; targets: "
                              f"{', '.join(GOODPUT_KEYS)}")
         if GOODPUT_KEYS[key] in values:
             raise InputError(f"--goodput {text!r}: {key} is given twice")

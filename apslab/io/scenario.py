@@ -13,6 +13,7 @@ import difflib
 import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -446,14 +447,22 @@ def load_gpu_tables(path: str | Path) -> dict[str, Any]:
     v.keys(data, ("gpu", "model"), "", top_level=True)
     if not isinstance(data.get("gpu"), dict):
         v.fail("", "gpu", "table is required (a GPU file holds [gpu] and optionally [model])")
+    parse_gpu_tables(data, str(path), text)
+    return data
+
+
+def parse_gpu_tables(data: dict[str, Any], source: str, text: str | None = None
+                     ) -> GPUModel | RooflineGPU:
+    """The GPU of a ``[gpu]`` table (and optional ``[model]`` table), checked as a scenario's
+    would be: the tables are parsed in a scenario of one placeholder tenant, with static
+    batching for the seed's sqrt curve and continuous batching otherwise."""
     gpu = data["gpu"]
     sqrt = gpu.get("model") == "sqrt" or ("model" not in gpu and "preset" not in gpu
                                           and any(key in gpu for key in SQRT_ONLY_KEYS))
     batching = "static" if sqrt else "continuous"
-    parse_scenario({**data, "scheduler": {"batching": batching},
-                    "tenants": [{"id": "check", "rate_limit": 1.0, "burst_cap": 1.0}]},
-                   source=str(path), text=text)
-    return data
+    return parse_scenario({**data, "scheduler": {"batching": batching},
+                           "tenants": [{"id": "check", "rate_limit": 1.0, "burst_cap": 1.0}]},
+                          source=source, text=text).gpu
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", text: str | None = None
@@ -520,7 +529,7 @@ def _parse_limiter(v: _Validator, raw: dict, where: str, index: int) -> dict[str
     kind = raw.get("limiter", "token_bucket")
     if kind not in LIMITERS:
         v.fail(where, "limiter", f"must be one of {', '.join(map(repr, LIMITERS))}, got "
-                                 f"{kind!r}" + _suggest(str(kind), LIMITERS), occurrence=index)
+                                 f"{kind!r}" + suggest(str(kind), LIMITERS), occurrence=index)
     for other, keys in LIMITER_KEYS.items():
         for key in keys:
             if other != kind and key in raw:
@@ -739,7 +748,7 @@ def _parse_workload(v: _Validator, table: Any, tenants: dict[str, TenantConfig])
         tenant_id = v.tenant_id(raw, where, index, header="workload.tenants")
         if tenant_id not in tenants:
             v.fail(where, "id", f"tenant {tenant_id!r} is not defined in [[tenants]]"
-                   + _suggest(tenant_id, tenants), occurrence=index, header="workload.tenants")
+                   + suggest(tenant_id, tenants), occurrence=index, header="workload.tenants")
         if tenant_id in seen:
             v.fail(where, "id", f"duplicate workload for tenant {tenant_id!r}",
                    occurrence=index, header="workload.tenants")
@@ -804,7 +813,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _suggest(word: str, choices) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'X'?)' for the choice closest to a mistyped ``word``, else ''."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -860,7 +870,7 @@ class _Validator:
             if key not in allowed:
                 what = "unknown top-level table or key" if top_level else "unknown key"
                 self.fail(where, repr(key)[1:-1],
-                          f"is an {what}{_suggest(key, allowed)}; allowed: {', '.join(allowed)}",
+                          f"is an {what}{suggest(key, allowed)}; allowed: {', '.join(allowed)}",
                           occurrence, header)
 
     def table(self, data: dict, key: str, where: str) -> dict:

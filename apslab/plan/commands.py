@@ -10,9 +10,13 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..io.errors import InputError
+
+if TYPE_CHECKING:
+    from ..io.scenario import Scenario
+    from ..io.trace import Trace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -154,7 +158,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 # Shared set-up
 
 
-def _scenario_and_trace(args: argparse.Namespace):
+def _scenario_and_trace(args: argparse.Namespace
+                        ) -> tuple[Scenario, Trace | None, dict[str, Any]]:
+    """The scenario (with --gpu and --set applied), the trace to replay (None: each run
+    generates its workload) and the --set overrides."""
     from ..io.arguments import apply_gpu_file, check_seed, load_trace_for
     from ..io.scenario import load_scenario
 
@@ -171,7 +178,7 @@ def _scenario_and_trace(args: argparse.Namespace):
         raise InputError("--trace-format azure and --tenant-weights need a --trace to read")
     else:
         trace = None
-    return scenario, trace
+    return scenario, trace, overrides
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,6 +276,7 @@ def run_plan(args: argparse.Namespace) -> int:
         plan_capacity,
         plan_fleet,
         plot_plan,
+        scenarios_on_gpu_types,
         slos_with_attainment,
     )
 
@@ -288,31 +296,19 @@ def run_plan(args: argparse.Namespace) -> int:
     if gpu_types is not None and args.plot:
         raise InputError("--plot draws one GPU type's plan; with --gpu-types use --json or "
                          "--csv (notebook 06 draws the comparison)")
-    scenario, trace = _scenario_and_trace(args)
+    scenario, trace, overrides = _scenario_and_trace(args)
     label = ("generated workload" if trace is None else
              f"--trace {args.trace} ({len(trace)} requests)")
     if gpu_types is not None:
         # Each type's [gpu] table replaces the scenario's; --set gpu.*/model.* apply on top.
-        after = {k: v for k, v in _overrides(args).items() if k.startswith(("gpu.", "model."))}
-        scenarios = {}
-        for name, tables in gpu_types.items():
-            typed = scenario.with_gpu(tables)
-            scenarios[name] = typed.with_overrides(after) if after else typed
-        with executor_for(args) as (executor, scatter):
-            plan = plan_fleet(scenarios, trace, slos, gpu_counts, target_rps=args.target_rps,
-                              settings=settings, executor=executor,
-                              progress=not args.no_progress, scatter=scatter,
-                              trace_label=label)
-        print(plan.table())
-        if args.csv:
-            plan.write_csv(args.csv)
-        if args.json:
-            plan.write_json(args.json)
-        return 0
+        scenarios = scenarios_on_gpu_types(scenario, gpu_types, {
+            k: v for k, v in overrides.items() if k.startswith(("gpu.", "model."))})
     with executor_for(args) as (executor, scatter):
-        plan = plan_capacity(scenario, trace, slos, gpu_counts, target_rps=args.target_rps,
-                             settings=settings, executor=executor,
-                             progress=not args.no_progress, scatter=scatter, trace_label=label)
+        options = {"target_rps": args.target_rps, "settings": settings, "executor": executor,
+                   "progress": not args.no_progress, "scatter": scatter, "trace_label": label}
+        plan = (plan_fleet(scenarios, trace, slos, gpu_counts, **options)
+                if gpu_types is not None
+                else plan_capacity(scenario, trace, slos, gpu_counts, **options))
     print(plan.table())
     if args.csv:
         plan.write_csv(args.csv)
@@ -371,7 +367,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                          {"--out": args.out, "--json": args.json})
     grid = parse_grid(args.grid)
     goodput = parse_goodput(args.goodput)
-    scenario, trace = _scenario_and_trace(args)
+    scenario, trace, _ = _scenario_and_trace(args)
     with executor_for(args) as (executor, scatter):
         rows = run_sweep(scenario, grid, trace, seed=args.seed, executor=executor,
                          progress=not args.no_progress, scatter=scatter, goodput=goodput)

@@ -30,7 +30,7 @@ from ..core.gpu import RooflineGPU
 from ..core.roofline import LLAMA2_7B
 from ..io.errors import InputError
 from ..io.measurements import Measurements, read_measurement_file
-from ..io.scenario import dump_toml, model_to_dict, parse_scenario, read_toml
+from ..io.scenario import dump_toml, model_to_dict, parse_gpu_tables, read_toml
 from ..sim.calibration import PARAMETERS, Calibration, calibrate, fits_in_memory
 
 
@@ -85,11 +85,7 @@ def preset_gpu(preset: str, model_file: str | None = None) -> RooflineGPU:
             raise InputError(f"{path}: expected one [model] table (hidden, layers, heads, "
                              "kv_heads, intermediate, vocab, bytes_per_param)")
         model, source = data["model"], str(path)
-    scenario = parse_scenario({"gpu": {"preset": entry.name}, "model": model,
-                               "scheduler": {"batching": "continuous"},
-                               "tenants": [{"id": "check", "rate_limit": 1.0, "burst_cap": 1.0}]},
-                              source=source)
-    return scenario.gpu
+    return parse_gpu_tables({"gpu": {"preset": entry.name}, "model": model}, source)
 
 
 def calibrate_files(files: Sequence[str], preset: str, *, sources: Sequence[str] = (),
@@ -109,7 +105,8 @@ def calibrate_files(files: Sequence[str], preset: str, *, sources: Sequence[str]
                          + (f" ({int((~fits).sum())} left out: their KV cache does not fit "
                             f"on {gpu.name})" if (~fits).any() else ""))
     fit = calibrate(gpu, kept)
-    return CalibrationRun(lookup(preset).name, gpu, fit, kept, int((~fits).sum()),
+    # The GPU is named by the preset alone: its name is the catalogue's spelling of it.
+    return CalibrationRun(gpu.name, gpu, fit, kept, int((~fits).sum()),
                           tuple(map(str, files)))
 
 

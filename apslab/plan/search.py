@@ -494,6 +494,7 @@ class FleetPlan(_WritesRows):
 
 
 def _fmt(value: Any, spec: str) -> str:
+    """A table cell: ``value`` formatted, or "n/a" for a metric that is null."""
     return "n/a" if value is None else format(value, spec)
 
 
@@ -538,9 +539,16 @@ def parse_gpu_types(text: str) -> dict[str, dict[str, Any]]:
     return types
 
 
-def _search_task(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
-                 settings: SearchSettings, rps_at_load_1: float | None) -> GpuSearch:
-    return search_max_load(scenario, trace, slos, settings, rps_at_load_1)
+def scenarios_on_gpu_types(scenario: Scenario, gpu_types: Mapping[str, dict[str, Any]],
+                           overrides: Mapping[str, Any] | None = None) -> dict[str, Scenario]:
+    """``{label: scenario on that GPU type}`` for :func:`parse_gpu_types`' tables: each
+    type's tables replace the scenario's [gpu] (and [model]), then ``overrides`` (dotted
+    keys, e.g. ``gpu.price_per_hour``) apply on top."""
+    scenarios = {}
+    for label, tables in gpu_types.items():
+        typed = scenario.with_gpu(tables)
+        scenarios[label] = typed.with_overrides(overrides) if overrides else typed
+    return scenarios
 
 
 def _check_plan_inputs(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
@@ -561,26 +569,39 @@ def _check_plan_inputs(scenario: Scenario, trace: Trace | None, slos: Sequence[S
     return rps
 
 
+def _run_searches(scenarios: Sequence[Scenario], trace: Trace | None, slos: Sequence[SLO],
+                  gpu_counts: Sequence[int], settings: SearchSettings, rps: float | None,
+                  executor: Executor | None, progress: bool,
+                  scatter: Callable[[Trace], Any] | None) -> list[list[GpuSearch]]:
+    """Every (scenario, GPU count) search, each one task for :func:`map_ordered`, all submitted
+    together (so a process pool or a Dask cluster runs them side by side; results do not depend
+    on where they ran); per scenario, its searches in GPU-count order."""
+    handle = scatter(trace) if (scatter is not None and trace is not None) else trace
+    tasks = [(scenario.with_overrides({"cluster.gpus": g}), handle, list(slos), settings, rps)
+             for scenario in scenarios for g in gpu_counts]
+    searches = map_ordered(search_max_load, tasks, executor, progress, desc="plan")
+    per = len(gpu_counts)
+    return [searches[i:i + per] for i in range(0, len(searches), per)]
+
+
+def _trace_label(trace: Trace | None, trace_label: str | None) -> str:
+    if trace_label is not None:
+        return trace_label
+    return ("generated workload" if trace is None
+            else f"trace {trace.source} ({len(trace)} requests)")
+
+
 def plan_capacity(scenario: Scenario, trace: Trace | None, slos: Sequence[SLO],
                   gpu_counts: Sequence[int], *, target_rps: float | None = None,
                   settings: SearchSettings = SearchSettings(), executor: Executor | None = None,
                   progress: bool = True, scatter: Callable[[Trace], Any] | None = None,
                   trace_label: str | None = None) -> Plan:
-    """Search every GPU count (in parallel on ``executor``), then recommend one for the target.
-
-    Each GPU count's search is one task for :func:`apslab.plan.sweep.map_ordered`, so a process pool
-    or a Dask cluster runs them side by side; results do not depend on where they ran.
-    """
+    """Search every GPU count (in parallel on ``executor``), then recommend one for the target."""
     gpu_counts = sorted(set(gpu_counts))
     rps = _check_plan_inputs(scenario, trace, slos, gpu_counts, target_rps, settings)
-    handle = scatter(trace) if (scatter is not None and trace is not None) else trace
-    tasks = [(scenario.with_overrides({"cluster.gpus": g}), handle, list(slos), settings, rps)
-             for g in gpu_counts]
-    searches = map_ordered(_search_task, tasks, executor, progress, desc="plan")
-    if trace_label is None:
-        trace_label = ("generated workload" if trace is None
-                       else f"trace {trace.source} ({len(trace)} requests)")
-    plan = Plan(scenario.source, trace_label, list(slos), settings, rps,
+    [searches] = _run_searches([scenario], trace, slos, gpu_counts, settings, rps, executor,
+                               progress, scatter)
+    plan = Plan(scenario.source, _trace_label(trace, trace_label), list(slos), settings, rps,
                 scenario.gpu.price_per_hour, searches)
     if target_rps is not None:
         plan.recommendation = recommend(plan, scenario, trace, target_rps)
@@ -600,42 +621,51 @@ def plan_fleet(scenarios: Mapping[str, Scenario], trace: Trace | None, slos: Seq
     gpu_counts = sorted(set(gpu_counts))
     first = next(iter(scenarios.values()))
     rps = _check_plan_inputs(first, trace, slos, gpu_counts, target_rps, settings)
-    handle = scatter(trace) if (scatter is not None and trace is not None) else trace
-    keys = [(label, g) for label in scenarios for g in gpu_counts]
-    tasks = [(scenarios[label].with_overrides({"cluster.gpus": g}), handle, list(slos), settings,
-              rps) for label, g in keys]
-    searches = map_ordered(_search_task, tasks, executor, progress, desc="plan")
-    if trace_label is None:
-        trace_label = ("generated workload" if trace is None
-                       else f"trace {trace.source} ({len(trace)} requests)")
-    plans = {label: Plan(first.source, trace_label, list(slos), settings, rps,
-                         scenario.gpu.price_per_hour,
-                         [s for (key, _g), s in zip(keys, searches, strict=True) if key == label],
-                         gpu_type=label)
-             for label, scenario in scenarios.items()}
+    searches = _run_searches(list(scenarios.values()), trace, slos, gpu_counts, settings, rps,
+                             executor, progress, scatter)
+    label = _trace_label(trace, trace_label)
+    plans = {name: Plan(first.source, label, list(slos), settings, rps,
+                        scenario.gpu.price_per_hour, type_searches, gpu_type=name)
+             for (name, scenario), type_searches in zip(scenarios.items(), searches,
+                                                        strict=True)}
     fleet = FleetPlan(plans, scenarios=dict(scenarios))
     if target_rps is not None:
-        fleet.recommendation = recommend_fleet(fleet, scenarios, trace, target_rps)
+        fleet.recommendation = recommend_fleet(fleet, trace, target_rps)
     return fleet
+
+
+def _cheapest_confirmed(options: Sequence[tuple[Plan, Scenario]], trace: Trace | None,
+                        target_rps: float, by_type: bool) -> Recommendation | None:
+    """The cheapest (plan, GPU count) by $/hour (ties: fewer GPUs, then the order of
+    ``options``) whose highest load in the search reaches ``target_rps``, confirmed by a run at
+    exactly the target load; candidates whose confirming run misses an SLO are skipped, and the
+    note says so. None when no candidate is confirmed."""
+    candidates = []
+    for order, (plan, _scenario) in enumerate(options):
+        for search in plan.searches:
+            if search.best is not None and search.best.metrics["offered_rps"] >= target_rps:
+                candidates.append((plan.price_per_hour * search.gpus, search.gpus, order))
+    skipped = []
+    for dollars, gpus, order in sorted(candidates):
+        plan, scenario = options[order]
+        point = evaluate(scenario.with_overrides({"cluster.gpus": gpus}), trace, plan.slos,
+                         target_rps / plan.rps_at_load_1, plan.settings.seed,
+                         plan.rps_at_load_1, plan.settings.goodput)
+        if point.passed:
+            note = (f"{', '.join(skipped)}{'' if by_type else ' GPUs'} reached the target in "
+                    "the search but missed an SLO at exactly the target load" if skipped else "")
+            return Recommendation(target_rps, gpus, point, dollars, note,
+                                  gpu_type=plan.gpu_type if by_type else None)
+        skipped.append(f"{gpus} x {plan.gpu_type}" if by_type else str(gpus))
+    return None
 
 
 def recommend(plan: Plan, scenario: Scenario, trace: Trace | None, target_rps: float
               ) -> Recommendation:
     """The fewest GPUs whose maximum reaches ``target_rps``, confirmed at the target load."""
-    load = target_rps / plan.rps_at_load_1
-    skipped = []
-    for search in plan.searches:
-        if search.best is None or search.best.metrics["offered_rps"] < target_rps:
-            continue
-        point = evaluate(scenario.with_overrides({"cluster.gpus": search.gpus}), trace,
-                         plan.slos, load, plan.settings.seed, plan.rps_at_load_1,
-                         plan.settings.goodput)
-        if point.passed:
-            note = (f"{', '.join(map(str, skipped))} GPUs reached the target in the search but "
-                    "missed an SLO at exactly the target load" if skipped else "")
-            return Recommendation(target_rps, search.gpus, point,
-                                  search.gpus * plan.price_per_hour, note)
-        skipped.append(search.gpus)
+    confirmed = _cheapest_confirmed([(plan, scenario)], trace, target_rps, by_type=False)
+    if confirmed is not None:
+        return confirmed
     reached = [s for s in plan.searches if s.best is not None]
     if reached:
         top = max(reached, key=lambda s: s.best.metrics["offered_rps"])
@@ -649,29 +679,15 @@ def recommend(plan: Plan, scenario: Scenario, trace: Trace | None, target_rps: f
                           f"SLOs; {most}")
 
 
-def recommend_fleet(fleet: FleetPlan, scenarios: Mapping[str, Scenario], trace: Trace | None,
-                    target_rps: float) -> Recommendation:
+def recommend_fleet(fleet: FleetPlan, trace: Trace | None, target_rps: float) -> Recommendation:
     """The cheapest (type, count) by $/hour (price per GPU-hour x count; ties: fewer GPUs,
     then the order of the types) whose highest load in the search reaches ``target_rps``,
-    confirmed by a run at exactly the target load; candidates whose confirming run misses an
-    SLO are skipped, and the note says so."""
-    candidates = []
-    for order, (label, plan) in enumerate(fleet.plans.items()):
-        for search in plan.searches:
-            if search.best is not None and search.best.metrics["offered_rps"] >= target_rps:
-                candidates.append((plan.price_per_hour * search.gpus, search.gpus, order,
-                                   label))
-    skipped = []
-    for dollars, gpus, _order, label in sorted(candidates):
-        plan = fleet.plans[label]
-        point = evaluate(scenarios[label].with_overrides({"cluster.gpus": gpus}), trace,
-                         plan.slos, target_rps / plan.rps_at_load_1, plan.settings.seed,
-                         plan.rps_at_load_1, plan.settings.goodput)
-        if point.passed:
-            note = (f"{', '.join(skipped)} reached the target in the search but missed an SLO "
-                    "at exactly the target load" if skipped else "")
-            return Recommendation(target_rps, gpus, point, dollars, note, gpu_type=label)
-        skipped.append(f"{gpus} x {label}")
+    confirmed by a run at exactly the target load on that type's scenario
+    (``fleet.scenarios``)."""
+    options = [(plan, fleet.scenarios[name]) for name, plan in fleet.plans.items()]
+    confirmed = _cheapest_confirmed(options, trace, target_rps, by_type=True)
+    if confirmed is not None:
+        return confirmed
     counts = [s.gpus for s in fleet.first.searches]
     best = [(s.best.metrics["offered_rps"], s.gpus, label)
             for label, plan in fleet.plans.items() for s in plan.searches if s.best is not None]

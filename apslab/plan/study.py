@@ -21,7 +21,7 @@ import numpy as np
 from ..io.errors import InputError
 from ..io.scenario import Scenario, load_scenario
 from ..io.trace import Trace
-from .search import SLO, Plan, SearchSettings, plan_capacity
+from .search import SLO, Plan, SearchSettings, _fmt, plan_capacity
 from .sweep import SerialExecutor, base_rps, run_sweep, trace_at_load
 
 
@@ -231,10 +231,6 @@ def rate_limit_figure(rows: Sequence[dict[str, Any]], tenant_ids: Sequence[str])
     return fig
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _figure(nrows: int, ncols: int, width: float = 10.0, height: float = 3.8):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -356,12 +352,11 @@ class PlanExplorer:
 def gpu_type_scenarios(scenario: Scenario, gpu_types: str = "") -> dict[str, Scenario]:
     """``{label: scenario on that GPU type}`` for ``"A100-80GB,L4,..."`` (catalogue names or GPU
     files, :func:`apslab.plan.search.parse_gpu_types`); empty: the scenario's own GPU."""
-    from .search import parse_gpu_types
+    from .search import parse_gpu_types, scenarios_on_gpu_types
 
     if not gpu_types:
         return {scenario.gpu.name: scenario}
-    return {label: scenario.with_gpu(tables)
-            for label, tables in parse_gpu_types(gpu_types).items()}
+    return scenarios_on_gpu_types(scenario, parse_gpu_types(gpu_types))
 
 
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")

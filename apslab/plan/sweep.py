@@ -234,11 +234,6 @@ def map_ordered(fn: Callable, arg_tuples: Sequence[tuple], executor: Executor | 
 # Sweeps
 
 
-def _sweep_task(scenario: Scenario, trace: Trace | None, load: float, seed: int | None,
-                rps: float | None, goodput: GoodputTargets | None = None) -> dict[str, Any]:
-    return run_metrics(scenario, trace, load, seed, rps, goodput)
-
-
 def run_sweep(scenario: Scenario, grid: Mapping[str, Sequence[Any]], trace: Trace | None = None,
               *, seed: int | None = None, executor: Executor | None = None,
               progress: bool = True, scatter: Callable[[Trace], Any] | None = None,
@@ -257,7 +252,7 @@ def run_sweep(scenario: Scenario, grid: Mapping[str, Sequence[Any]], trace: Trac
         load = float(point.get(LOAD_KEY, 1.0))
         tasks.append((point_scenario, handle, load, seed, base_rps(point_scenario, trace),
                       goodput))
-    results = map_ordered(_sweep_task, tasks, executor, progress, desc="sweep")
+    results = map_ordered(run_metrics, tasks, executor, progress, desc="sweep")
     return [{**point, **metrics} for point, metrics in zip(points, results, strict=True)]
 
 

@@ -1,6 +1,7 @@
 """What both live engines share: how a request can end, its HTTP status, rate-limit headers,
-bids, the schedulers' clock and life cycle (:class:`LiveSchedulerBase`), and small helpers.
-Imports no web framework, so the engines can be driven without one.
+bids, the schedulers' clock, life cycle, admission answers and /metrics
+(:class:`LiveSchedulerBase`), their Prometheus metrics (:class:`LivePrometheus`), and small
+helpers. Imports no web framework, so the engines can be driven without one.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import difflib
 import logging
 import math
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..core.limiter import (
     EXCEEDS_BURST,
@@ -22,6 +26,7 @@ from ..core.limiter import (
     RATE_LIMITED_INPUT,
     RATE_LIMITED_OUTPUT,
     RATE_LIMITED_REQUESTS,
+    REASON_NAMES,
     UNKNOWN_TENANT,
     BucketLimiter,
     FixedWindowLimiter,
@@ -31,6 +36,7 @@ from ..core.limiter import (
 from ..core.metrics import latency_stats
 from ..io.errors import InputError
 from ..io.scenario import Scenario
+from ..io.trace import Trace
 from ..sim.summary import summarize
 
 SHUTTING_DOWN = "shutting_down"
@@ -205,6 +211,17 @@ def unknown_tenant_text(tenant_id: str, known: list[str], source: str) -> str:
     return f"unknown tenant {short(tenant_id)}: not in {source} (tenants: {shown}){hint}"
 
 
+def settled_trace(scenario: Scenario, tenant_index: np.ndarray, arrival_s: np.ndarray,
+                  prompt_tokens: np.ndarray, output_tokens: np.ndarray,
+                  priority_bid: np.ndarray) -> Trace:
+    """The trace of a live run's settled requests, for ``summarize`` and replays: tenants not
+    in the scenario (index -1) share one name, "(unknown)"."""
+    names = [t.id for t in scenario.tenants] + [UNKNOWN_TENANT_LABEL]
+    codes = np.where(tenant_index >= 0, tenant_index, len(names) - 1)
+    return Trace(arrival_s, codes, names, prompt_tokens, output_tokens, priority_bid,
+                 source="<live service>")
+
+
 def summary_with_tenant_latency(result, scenario: Scenario) -> dict:
     """SUMMARY.json's keys over a live run's settled requests, plus each tenant's latency
     percentiles (``GET /metrics``)."""
@@ -218,15 +235,57 @@ def summary_with_tenant_latency(result, scenario: Scenario) -> dict:
     return summary
 
 
+class LivePrometheus:
+    """The Prometheus metrics both engines export, in a registry of their own (several apps
+    per process). ``help_texts`` holds the texts that differ by engine; a subclass adds its own
+    metrics in :meth:`_request_metrics` and :meth:`_engine_metrics`, called where they appear
+    in the exposition."""
+
+    def __init__(self, scheduler: LiveSchedulerBase, help_texts: Mapping[str, str]) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("apslab_requests", help_texts["requests"],
+                                ["tenant", "status"], registry=registry)
+        self.rejections = Counter(
+            "apslab_rejections", "Requests the scheduler rejected, by tenant and reason.",
+            ["tenant", "reason"], registry=registry)
+        self.queue_wait = Histogram("apslab_queue_wait_seconds", help_texts["queue_wait"],
+                                    ["tenant"], buckets=TIME_BUCKETS_S, registry=registry)
+        self.latency = Histogram("apslab_latency_seconds", help_texts["latency"], ["tenant"],
+                                 buckets=TIME_BUCKETS_S, registry=registry)
+        self._request_metrics(registry)
+        self.output_tokens = Counter("apslab_output_tokens", help_texts["output_tokens"],
+                                     ["tenant"], registry=registry)
+        self.gpu_busy = Counter("apslab_gpu_busy_seconds", help_texts["gpu_busy"], ["gpu"],
+                                registry=registry)
+        self._engine_metrics(registry, scheduler)
+        Gauge("apslab_gpus_busy", help_texts["gpus_busy"],
+              registry=registry).set_function(lambda: scheduler.gpus_busy)
+        Gauge("apslab_time_scale", "Wall seconds per model second.",
+              registry=registry).set(scheduler.time_scale)
+
+    def _request_metrics(self, registry: CollectorRegistry) -> None:
+        """Per-request metrics beyond queue wait and latency (none here)."""
+
+    def _engine_metrics(self, registry: CollectorRegistry, scheduler: LiveSchedulerBase
+                        ) -> None:
+        """The engine's own counters and gauges (none here)."""
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 class LiveSchedulerBase:
     """What both live schedulers share: the scaled clock on the running event loop, the
-    tenants' limiters, the life cycle (start, drain, shut down), response counting and the
-    texts of rejections.
+    tenants' limiters, the life cycle (start, drain, shut down), the dispatcher's wake-up,
+    the answers to refused requests, response counting and ``GET /metrics``.
 
-    A subclass provides ``_dispatch`` (handle every due event, then ``_schedule`` the next
-    wake-up), ``_cancel_wakeup``, ``_fail_everything`` (end every unanswered request with a
-    rejection) and ``_capacity_text`` (its wording for a request that can never fit and for a
-    full queue). Every method runs on the event loop's thread, so no locks are needed.
+    A subclass provides ``_dispatch`` (handle every due event, then :meth:`_schedule` the next
+    wake-up), ``_next_event_s`` (the model time of the next event, inf for none),
+    ``_fail_everything`` (end every unanswered request with a rejection), ``_capacity_text``
+    (its wording for a request that can never fit and for a full queue), ``settled``,
+    ``settled_result``, ``in_flight``, ``_live_state`` (its part of /metrics' "service") and
+    ``prometheus`` (a :class:`LivePrometheus`). Every method runs on the event loop's thread,
+    so no locks are needed.
     """
 
     engine = ""
@@ -247,6 +306,7 @@ class LiveSchedulerBase:
         self._t0: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.TimerHandle | None = None  # the dispatcher's next call
+        self._wakeup_s = math.inf  # its model time (inf: none)
         self._drained: asyncio.Event | None = None
         self._shutdown_done = False
 
@@ -300,7 +360,60 @@ class LiveSchedulerBase:
         self._cancel_wakeup()
         self._fail_everything(Rejection(INTERNAL_ERROR, f"scheduler failed: {exc!r}"))
 
-    # -- texts and counts -----------------------------------------------------------------
+    # -- the dispatcher's wake-up -----------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Arrange for ``_dispatch`` to run when the next event is due (a timer callback
+        rather than a task: it only does synchronous work, and a callback runs as soon as its
+        deadline passes, without the extra event-loop turn a task would wait for)."""
+        next_s = self._next_event_s()
+        if next_s == self._wakeup_s:
+            return
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_s = next_s
+        self._wakeup = None if next_s == math.inf else self._loop.call_at(
+            self._wall_deadline(next_s), self._dispatch)
+
+    def _cancel_wakeup(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup, self._wakeup_s = None, math.inf
+
+    # -- admission answers ----------------------------------------------------------------
+
+    def _refuse_if_closed(self, tenant_id: str) -> Rejection | None:
+        """The answer to a request once the scheduler has failed (500) or is closing, or
+        before it has started (503); None while it takes requests."""
+        if self.failed is not None:
+            return Rejection(INTERNAL_ERROR, f"scheduler failed: {self.failed!r}", tenant_id)
+        if self.closing or self._loop is None:
+            return Rejection(SHUTTING_DOWN, "the service is shutting down", tenant_id)
+        return None
+
+    def _new_request_id(self) -> int:
+        """Ids count every decided request, admitted or not."""
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        return request_id
+
+    def _reject(self, code: int, tenant_id: str, index: int, request_id: int, now: float,
+                prompt_tokens: int, output_tokens: int) -> Rejection:
+        """Count a request the limiter refused (Prometheus) and answer it; a 429 says when to
+        retry (wall seconds) and what the tenant's limiter holds."""
+        reason = REASON_NAMES[code]
+        label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
+        self.prometheus.rejections.labels(label, reason).inc()
+        retry = limits = None
+        if STATUS_OF_REASON.get(reason) == 429:
+            retry = self.tenants.seconds_until_admitted(tenant_id, prompt_tokens,
+                                                        output_tokens, now) * self.time_scale
+            limits = self.rate_limit(tenant_id)
+        return Rejection(reason, self._explain(code, tenant_id, prompt_tokens + output_tokens,
+                                               retry),
+                         tenant_id, request_id, now, retry, limits)
+
+    # -- texts, counts and metrics ----------------------------------------------------------
 
     def _explain(self, code: int, tenant_id: str, cost: int, retry_wall_s: float | None) -> str:
         """Why a request was rejected, for its answer's body."""
@@ -315,3 +428,19 @@ class LiveSchedulerBase:
         """Count one response (JSON /metrics and Prometheus agree by construction)."""
         self.responses[status] = self.responses.get(status, 0) + 1
         self.prometheus.requests.labels(tenant_label, str(status)).inc()
+
+    def metrics(self) -> dict[str, Any]:
+        """``GET /metrics``: SUMMARY.json's keys over the settled requests (those of ``apslab
+        simulate`` on the scenario), plus the live state under "service"."""
+        summary = summary_with_tenant_latency(self.settled_result(), self.scenario)
+        summary["service"] = {
+            "engine": self.engine,
+            "time_scale": self.time_scale,
+            "uptime_s": self.now() if self._t0 is not None else 0.0,
+            "responses": {str(code): count for code, count in sorted(self.responses.items())},
+            "in_flight": self.in_flight,
+            **self._live_state(),
+            "window_requests": len(self.settled),
+            "closing": self.closing,
+        }
+        return summary

@@ -43,33 +43,19 @@ not trimmed: about 150 bytes per request over the service's life.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from array import array
 from typing import Any
 
 import numpy as np
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..core.aging_queue import static_priority_key
-from ..core.continuous_batcher import ContinuousBatcher
-from ..core.fairness import MAX_TRACKED_TENANTS, ServiceDifference
-from ..core.limiter import (
-    ADMITTED,
-    EXCEEDS_KV_CAPACITY,
-    REASON_NAMES,
-)
+from ..core.limiter import ADMITTED, EXCEEDS_KV_CAPACITY
 from ..core.metrics import latency_stats
-from ..core.policies import make_policy
 from ..io.errors import InputError
 from ..io.scenario import Scenario
-from ..io.trace import Trace
+from ..sim.continuous import IterationTally, build_batcher, longest_gap, run_instant
 from ..sim.result import ContinuousResult, IterationTotals
 from ..sim.run import simulate
 from ..sim.summary import summarize
@@ -77,17 +63,13 @@ from .common import (
     DEFAULT_HISTORY,
     INTERNAL_ERROR,
     SHUTTING_DOWN,
-    STATUS_OF_REASON,
-    TIME_BUCKETS_S,
-    UNKNOWN_TENANT_LABEL,
+    LivePrometheus,
     LiveSchedulerBase,
     RateLimitState,
     Rejection,
     np_column,
-    summary_with_tenant_latency,
+    settled_trace,
 )
-
-logger = logging.getLogger("apslab.serve.continuous")
 
 INF = math.inf
 NAN = math.nan
@@ -190,7 +172,6 @@ class _Settled:
         self.history = history
         for name, code in self.COLUMNS:
             setattr(self, name, array(code))
-        self.trimmed = False
 
     def __len__(self) -> int:
         return len(self.arrival)
@@ -211,27 +192,23 @@ class _Settled:
         drop = len(self) - self.history
         for name, _code in self.COLUMNS:
             del getattr(self, name)[:drop]
-        self.trimmed = True
         return min(self.arrival)
 
 
-class _Prometheus:
-    """The continuous service's Prometheus metrics, in a registry of its own."""
+class _Prometheus(LivePrometheus):
+    """The continuous engine's Prometheus metrics."""
 
     def __init__(self, scheduler: ContinuousLiveScheduler) -> None:
-        self.registry = registry = CollectorRegistry()
-        self.requests = Counter(
-            "apslab_requests", "Responses (POST /infer and /v1) by tenant and HTTP status.",
-            ["tenant", "status"], registry=registry)
-        self.rejections = Counter(
-            "apslab_rejections", "Requests the scheduler rejected, by tenant and reason.",
-            ["tenant", "reason"], registry=registry)
-        self.queue_wait = Histogram(
-            "apslab_queue_wait_seconds", "First scheduled - arrival of completed requests "
-            "(model seconds).", ["tenant"], buckets=TIME_BUCKETS_S, registry=registry)
-        self.latency = Histogram(
-            "apslab_latency_seconds", "Last token - arrival of completed requests "
-            "(model seconds).", ["tenant"], buckets=TIME_BUCKETS_S, registry=registry)
+        super().__init__(scheduler, {
+            "requests": "Responses (POST /infer and /v1) by tenant and HTTP status.",
+            "queue_wait": "First scheduled - arrival of completed requests (model seconds).",
+            "latency": "Last token - arrival of completed requests (model seconds).",
+            "output_tokens": "Output tokens generated, by tenant.",
+            "gpu_busy": "Model seconds of iterations started, by GPU.",
+            "gpus_busy": "GPUs running an iteration.",
+        })
+
+    def _request_metrics(self, registry: CollectorRegistry) -> None:
         self.ttft = Histogram(
             "apslab_ttft_seconds", "Time to first token of completed requests (model seconds).",
             ["tenant"], buckets=TTFT_BUCKETS_S, registry=registry)
@@ -242,12 +219,9 @@ class _Prometheus:
         self.preemptions = Counter(
             "apslab_preemptions", "Requests preempted (KV blocks ran out), by tenant.",
             ["tenant"], registry=registry)
-        self.output_tokens = Counter(
-            "apslab_output_tokens", "Output tokens generated, by tenant.", ["tenant"],
-            registry=registry)
-        self.gpu_busy = Counter(
-            "apslab_gpu_busy_seconds", "Model seconds of iterations started, by GPU.",
-            ["gpu"], registry=registry)
+
+    def _engine_metrics(self, registry: CollectorRegistry,
+                        scheduler: ContinuousLiveScheduler) -> None:
         self.iterations = Counter("apslab_iterations", "Iterations started.", registry=registry)
         batcher = scheduler.batcher
         Gauge("apslab_queue_length", "Requests waiting (admitted or preempted, not running).",
@@ -256,13 +230,6 @@ class _Prometheus:
               registry=registry).set_function(lambda: sum(map(len, batcher.running)))
         Gauge("apslab_kv_blocks_in_use", "KV-cache blocks held, over every GPU.",
               registry=registry).set_function(lambda: scheduler.kv_blocks_in_use)
-        Gauge("apslab_gpus_busy", "GPUs running an iteration.",
-              registry=registry).set_function(lambda: scheduler.gpus_busy)
-        Gauge("apslab_time_scale", "Wall seconds per model second.",
-              registry=registry).set(scheduler.time_scale)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 class ContinuousLiveScheduler(LiveSchedulerBase):
@@ -281,24 +248,15 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             raise InputError("ContinuousLiveScheduler needs [scheduler] batching = "
                              "\"continuous\"")
         super().__init__(scenario, time_scale, history)
-        sched, tenants = scenario.scheduler, scenario.tenants
+        sched = scenario.scheduler
         self.block_size = sched.block_size
         self.total_blocks = scenario.gpu.total_blocks(sched.block_size)
         # ceil((P + O) / block_size) > total_blocks  <=>  P + O > total_blocks * block_size,
         # so TenantManager.admit's token comparison is the engine's block rule exactly.
         self.kv_capacity_tokens = self.total_blocks * sched.block_size
-        shares = [t.share for t in tenants]
-        # The service difference between backlogged tenants, tracked as the simulator does.
-        self.fairness = ServiceDifference(shares, sched.vtc_input_weight,
-                                          sched.vtc_output_weight) \
-            if len(tenants) <= MAX_TRACKED_TENANTS else None
-        self.batcher = ContinuousBatcher(
-            gpus=self.gpu_count, total_blocks=self.total_blocks, block_size=sched.block_size,
-            max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
-            policy=make_policy(sched.policy, shares, sched.vtc_input_weight,
-                               sched.vtc_output_weight),
-            observer=self.fairness)
-        self.cost = scenario.gpu.iteration_cost()
+        # The batcher and the service difference between backlogged tenants, as the simulator
+        # sets them up.
+        self.fairness, self.batcher = build_batcher(scenario, self.total_blocks)
         self.window = sched.batch_window_s
         self.aging = sched.aging_per_s
         self.prometheus = _Prometheus(self)
@@ -308,18 +266,13 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         self._timer = INF  # the batch-window timer (inf: not armed)
         self._by_handle: list[LiveRequest | None] = []  # batcher handle -> unfinished request
         self._in_flight = 0
-        # The iterations' totals, accumulated in the simulator's order and arithmetic.
-        self._count = self._requests = self._tokens = 0
-        self._busy = [0.0] * self.gpu_count
-        self._moved = self._flops = 0
-        self._block_seconds = 0.0
-        self._last_end = -INF
+        # The iterations' totals, accumulated as the simulator does.
+        self._tally = IterationTally(scenario.gpu.iteration_cost(), self.gpu_count)
         # (start of an iteration, the totals before it), every _CHECKPOINT_EVERY iterations:
         # what /metrics subtracts once the oldest settled requests have been dropped.
         self._checkpoints: list[tuple[float, IterationTotals]] = []
-        self._window_start = -INF
+        self._window_start = -INF  # the first arrival kept (-inf: nothing dropped yet)
         self._lag = array("d")  # how late each iteration end was handled (model seconds)
-        self._wakeup_s = INF  # model time of the dispatcher's next call (inf: none)
 
     # -- clock and state ----------------------------------------------------------------------
 
@@ -335,11 +288,6 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
     def in_flight(self) -> int:
         """Admitted requests not finished yet (waiting, running or preempted)."""
         return self._in_flight
-
-    def _cancel_wakeup(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup, self._wakeup_s = None, INF
 
     def _fail_everything(self, rejection: Rejection) -> None:
         for handle, request in enumerate(self._by_handle):
@@ -357,10 +305,9 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
     def submit(self, tenant_id: str, prompt_tokens: int, output_tokens: int,
                priority_bid: float = 1.0) -> Rejection | LiveRequest:
         """Decide one request now (the bid is the one it carries, already capped)."""
-        if self.failed is not None:
-            return Rejection(INTERNAL_ERROR, f"scheduler failed: {self.failed!r}", tenant_id)
-        if self.closing or self._loop is None:
-            return Rejection(SHUTTING_DOWN, "the service is shutting down", tenant_id)
+        refused = self._refuse_if_closed(tenant_id)
+        if refused is not None:
+            return refused
         if prompt_tokens < 1 or output_tokens < 1:
             raise ValueError("continuous batching needs prompt_tokens >= 1 and "
                              "output_tokens >= 1")
@@ -370,30 +317,21 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         except Exception as exc:  # noqa: BLE001 - answered 500, never left hanging
             self._fail(exc)
             return Rejection(INTERNAL_ERROR, f"scheduler failed: {exc!r}", tenant_id)
-        cost = prompt_tokens + output_tokens
         batcher = self.batcher
         queue_full = (self.max_queue_length is not None
                       and batcher.waiting >= self.max_queue_length)
-        code = self.tenants.admit(tenant_id, cost, now, self.kv_capacity_tokens,
-                                  queue_full=queue_full, prompt_tokens=prompt_tokens)
-        self._schedule()  # the events handled above may have moved the next one
-        request_id = self._next_request_id
-        self._next_request_id += 1
+        code = self.tenants.admit(tenant_id, prompt_tokens + output_tokens, now,
+                                  self.kv_capacity_tokens, queue_full=queue_full,
+                                  prompt_tokens=prompt_tokens)
+        request_id = self._new_request_id()
         index = self.tenant_index.get(tenant_id, -1)
         if code != ADMITTED:
+            self._schedule()  # the events handled above may have moved the next one
             self.settled.add(request_id, index, now, prompt_tokens, output_tokens,
                              priority_bid, code)
             self._trim()
-            reason = REASON_NAMES[code]
-            label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
-            self.prometheus.rejections.labels(label, reason).inc()
-            retry = limits = None
-            if STATUS_OF_REASON.get(reason) == 429:
-                retry = self.tenants.seconds_until_admitted(tenant_id, prompt_tokens,
-                                                            output_tokens, now) * self.time_scale
-                limits = self.rate_limit(tenant_id)
-            return Rejection(reason, self._explain(code, tenant_id, cost, retry), tenant_id,
-                             request_id, now, retry, limits)
+            return self._reject(code, tenant_id, index, request_id, now, prompt_tokens,
+                                output_tokens)
         handle = batcher.add(prompt_tokens, output_tokens,
                              neg_key=-static_priority_key(priority_bid, now, self.aging),
                              arrival_s=now, request_id=request_id, tenant=index)
@@ -404,7 +342,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         self._in_flight += 1
         if self._timer == INF and INF in self._ends:
             self._timer = now + self.window
-        self._schedule()
+        self._schedule()  # the events handled above, or this arrival's timer, may move the next
         return request
 
     def _capacity_text(self, code: int, cost: int) -> str:
@@ -422,21 +360,13 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         """Handle, in model-time order, every event strictly before ``until`` (the rules of
         apslab.sim.continuous: completions, then rounds on GPUs in index order, then the
         timer is disarmed)."""
-        ends, gpus = self._ends, self.gpu_count
+        ends = self._ends
         while True:
             t = min(min(ends), self._timer)
             if not t < until:  # also stops at inf
                 return
-            for gpu in range(gpus):
-                if ends[gpu] == t:
-                    self._complete(gpu, t)
-                    ends[gpu] = INF
-                    self._lag.append(until - t)
-            for gpu in range(gpus):
-                if ends[gpu] == INF:
-                    ends[gpu] = self._start(gpu, t)
-            if self.fairness is not None:
-                self.fairness.settle(t)
+            completed = run_instant(t, ends, self._complete, self._start, self.fairness)
+            self._lag.extend([until - t] * completed)
             self._timer = INF
 
     def _start(self, gpu: int, t: float) -> float:
@@ -444,11 +374,9 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         iteration = self.batcher.schedule(gpu)
         if iteration is None:
             return INF
-        if self._count % _CHECKPOINT_EVERY == 0:
+        if self._tally.count % _CHECKPOINT_EVERY == 0:
             self._checkpoints.append((t, self._totals()))
-        moved, flops = self.cost.work(iteration.context_tokens, iteration.new_tokens,
-                                      iteration.attention_pairs)
-        duration = self.cost.seconds(moved, flops)
+        duration = self._tally.add(gpu, iteration)
         by_handle = self._by_handle
         # A request ended at shutdown (None here) still runs in the model; nobody listens.
         for handle in iteration.newly_started:
@@ -461,13 +389,6 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
                 continue
             request.preemptions += 1
             prom.preemptions.labels(request.tenant_id).inc()
-        self._count += 1
-        self._requests += len(iteration.handles)
-        self._tokens += iteration.new_tokens
-        self._busy[gpu] += duration
-        self._moved += moved
-        self._flops += flops
-        self._block_seconds += iteration.blocks_used * duration
         prom.iterations.inc()
         prom.gpu_busy.labels(str(gpu)).inc(duration)
         return t + duration
@@ -483,9 +404,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             if previous != previous:  # NaN: the first token
                 request.first_token_s = t
             else:
-                gap = t - previous
-                if not gap <= request.max_tbt_s:  # also replaces the NaN of the first gap
-                    request.max_tbt_s = gap
+                request.max_tbt_s = longest_gap(request.max_tbt_s, t - previous)
             request.last_token_s = t
             request.emitted += 1
             request._notify()
@@ -500,8 +419,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             self._settle(request)
             request.outcome = COMPLETED
             request._notify()
-        if t > self._last_end:
-            self._last_end = t
+        self._tally.ended(t)
 
     def _settle(self, request: LiveRequest) -> None:
         self.settled.add(request.request_id, request.tenant, request.arrival_s,
@@ -520,10 +438,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
         self._trim()
 
     def _totals(self) -> IterationTotals:
-        return IterationTotals(self._count, self._requests, self._tokens, list(self._busy),
-                               self._moved, self._flops, self._block_seconds, self._last_end,
-                               None if self.fairness is None
-                               else self.fairness.max_difference)
+        return self._tally.totals(self.fairness)
 
     def _trim(self) -> None:
         first_kept = self.settled.trim()
@@ -536,15 +451,9 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
 
     # -- the dispatcher: a timer callback at the next event's wall deadline ----------------------
 
-    def _schedule(self) -> None:
-        next_s = min(min(self._ends), self._timer)
-        if next_s == self._wakeup_s:
-            return
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup_s = next_s
-        self._wakeup = None if next_s == INF else self._loop.call_at(
-            self._wall_deadline(next_s), self._dispatch)
+    def _next_event_s(self) -> float:
+        """The earliest iteration end or the batch-window timer."""
+        return min(min(self._ends), self._timer)
 
     def _dispatch(self) -> None:
         self._wakeup, self._wakeup_s = None, INF
@@ -582,13 +491,11 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             return np_column(getattr(s, name), dtype)[order]
 
         tenant_index = column("tenant", np.int32)
-        names = [t.id for t in self.scenario.tenants] + [UNKNOWN_TENANT_LABEL]
-        codes = np.where(tenant_index >= 0, tenant_index, len(names) - 1).astype(np.int32)
-        trace = Trace(column("arrival", np.float64), codes, names, column("prompt", np.int64),
-                      column("output", np.int64), column("bid", np.float64),
-                      source="<live service>")
+        trace = settled_trace(self.scenario, tenant_index, column("arrival", np.float64),
+                              column("prompt", np.int64), column("output", np.int64),
+                              column("bid", np.float64))
         totals = self._totals()
-        if s.trimmed and self._checkpoints and self._checkpoints[0][0] <= self._window_start:
+        if self._checkpoints and self._checkpoints[0][0] <= self._window_start:
             # The iterations since the last snapshot before the window (a few more than the
             # window's own: at most _CHECKPOINT_EVERY).
             _t, before = self._checkpoints[0]
@@ -608,17 +515,10 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             finish_gpu=column("gpu", np.int32), total_blocks=self.total_blocks,
             iterations=totals)
 
-    def metrics(self) -> dict[str, Any]:
-        """``GET /metrics``: SUMMARY.json's keys over the settled requests (those of
-        ``apslab simulate`` on a continuous scenario), plus the live state."""
-        summary = summary_with_tenant_latency(self.settled_result(), self.scenario)
+    def _live_state(self) -> dict[str, Any]:
+        """The continuous engine's part of /metrics' "service"."""
         batcher = self.batcher
-        summary["service"] = {
-            "engine": self.engine,
-            "time_scale": self.time_scale,
-            "uptime_s": self.now() if self._t0 is not None else 0.0,
-            "responses": {str(code): count for code, count in sorted(self.responses.items())},
-            "in_flight": self._in_flight,
+        return {
             "queue_length": batcher.waiting,
             "running": sum(map(len, batcher.running)),
             "gpus_busy": self.gpus_busy,
@@ -627,10 +527,7 @@ class ContinuousLiveScheduler(LiveSchedulerBase):
             "event_lag_s": latency_stats(np_column(self._lag, np.float64)),
             "client_disconnects": self.client_disconnects,
             "cancelled_at_shutdown": self.cancelled_at_shutdown,
-            "window_requests": len(self.settled),
-            "closing": self.closing,
         }
-        return summary
 
 
 REPLAYED_COLUMNS = ("reason", "tenant_index", "start_s", "first_token_s", "finish_s",

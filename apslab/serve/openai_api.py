@@ -65,7 +65,6 @@ from .common import (
     INTERNAL_ERROR,
     SHUTTING_DOWN,
     UNAUTHENTICATED_LABEL,
-    RateLimitState,
     Rejection,
     effective_bid,
     retry_after_seconds,
@@ -234,6 +233,7 @@ class Authenticator:
     def __init__(self, keys: KeyStore | None, scenario: Scenario) -> None:
         self.keys = keys
         self.tenant_ids = [t.id for t in scenario.tenants]
+        self._known = frozenset(self.tenant_ids)  # checked on every request without keys
         if keys is not None:
             keys.check_tenants(self.tenant_ids)
 
@@ -264,7 +264,7 @@ class Authenticator:
             if tenant is None:
                 return None, f"Incorrect API key provided: {_redact(token)}."
             return tenant, None
-        if token not in self.tenant_ids:
+        if token not in self._known:
             close = difflib.get_close_matches(token, self.tenant_ids, n=1)
             return None, (f"Unknown tenant {short(token)} in the bearer token (this service "
                           f"runs without keys, so the token names the tenant; tenants: "
@@ -332,61 +332,12 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
 
 
 # --------------------------------------------------------------------------------------------
-# A static-engine request, seen as a stream
-
-
-class StaticTicket:
-    """A static-engine request through the streaming interface: its tokens all arrive when its
-    batch finishes (its first token with its last)."""
-
-    def __init__(self, future, tenant_id: str, prompt_tokens: int, output_tokens: int,
-                 priority_bid: float, rate_limit: RateLimitState | None) -> None:
-        self.future = future
-        self.tenant_id = tenant_id
-        self.prompt_tokens = prompt_tokens
-        self.output_tokens = output_tokens
-        self.priority_bid = priority_bid
-        self.rate_limit = rate_limit
-        self.request_id: int | None = None  # set by the caller at once (see add_openai_routes)
-        self.emitted = 0
-        self.outcome: Any = None
-        self.completion = None
-
-    async def wait_until_ended(self) -> None:
-        if self.outcome is None:
-            result = await self.future
-            if isinstance(result, Rejection):
-                self.outcome = result
-            else:
-                self.completion, self.emitted, self.outcome = (
-                    result, self.output_tokens, "completed")
-                self.request_id = result.request_id
-
-    async def wait_for_tokens(self, seen: int) -> None:
-        await self.wait_until_ended()
-
-    def timings(self) -> dict[str, Any]:
-        c = self.completion
-        return {
-            "request_id": c.request_id, "tenant_id": c.tenant_id,
-            "priority_bid": self.priority_bid, "arrival_s": c.arrival_s,
-            "queue_wait_ms": (c.start_s - c.arrival_s) * 1000.0,
-            "ttft_ms": (c.finish_s - c.arrival_s) * 1000.0,
-            "tpot_ms": 0.0 if self.output_tokens >= 2 else None,
-            "max_tbt_ms": 0.0 if self.output_tokens >= 2 else None,
-            "latency_ms": (c.finish_s - c.arrival_s) * 1000.0, "preemptions": 0,
-            "gpu": c.gpu, "batch_id": c.batch_id, "batch_size": c.batch_size,
-            "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-            "start_s": c.start_s, "first_token_s": c.finish_s, "finish_s": c.finish_s,
-        }
-
-
-# --------------------------------------------------------------------------------------------
 # Streams
 
 
 class _Chunks:
-    """The SSE chunks of one response, pre-encoded around the only part that changes."""
+    """The SSE chunks of one response. A token's chunk is one of a few (a filler word each,
+    and chat's first, which names the role), so they are encoded once per response."""
 
     def __init__(self, chat: bool, request_id: int, created: int, model: str) -> None:
         self.chat = chat
@@ -395,16 +346,24 @@ class _Chunks:
         self.head = (f'data: {{"id":"{ident}","object":"{kind}","created":{created},'
                      f'"model":{json.dumps(model)},"choices":')
         self.ident, self.kind, self.created, self.model = ident, kind, created, model
+        self._tokens = [self._token_chunk(word) for word in FILLER]
+        self._first = self._token_chunk(FILLER[0], first=True)
 
-    def token(self, index: int) -> str:
-        text = json.dumps(FILLER[index % len(FILLER)])
+    def _token_chunk(self, word: str, first: bool = False) -> bytes:
+        text = json.dumps(word)
         if self.chat:
-            role = '"role":"assistant",' if index == 0 else ""
+            role = '"role":"assistant",' if first else ""
             choice = f'{{"index":0,"delta":{{{role}"content":{text}}},"logprobs":null,' \
                      '"finish_reason":null}'
         else:
             choice = f'{{"index":0,"text":{text},"logprobs":null,"finish_reason":null}}'
-        return f"{self.head}[{choice}]}}\n\n"
+        return f"{self.head}[{choice}]}}\n\n".encode()
+
+    def token(self, index: int) -> bytes:
+        """The chunk of output token ``index``."""
+        if index == 0 and self.chat:
+            return self._first
+        return self._tokens[index % len(FILLER)]
 
     def event(self, body: dict) -> str:
         return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
@@ -443,7 +402,7 @@ async def _stream(ticket, chunks: _Chunks, include_usage: bool, on_disconnect
             emitted = ticket.emitted
             upto = emitted - 1 if last_in_finish and emitted == output else emitted
             if upto > sent:
-                yield "".join(chunks.token(i) for i in range(sent, upto)).encode()
+                yield b"".join(chunks.token(i) for i in range(sent, upto))
                 sent = upto
             if ticket.outcome is not None:
                 break
@@ -533,10 +492,6 @@ def add_openai_routes(app: FastAPI, scheduler, auth: Authenticator, model_name: 
         outcome = scheduler.submit(tenant, prompt, output, bid)
         if isinstance(outcome, Rejection):
             return refuse(tenant, rejection_error(outcome))
-        if getattr(scheduler, "engine", "static") == "static":
-            outcome = StaticTicket(outcome, tenant, prompt, output, bid,
-                                   scheduler.rate_limit(tenant))
-            outcome.request_id = scheduler.last_request_id
         headers = {"x-apslab-bid": f"{bid:g}", "x-request-id": str(outcome.request_id),
                    **outcome.rate_limit.headers()}
         if body.stream:

@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import difflib
 import heapq
-import logging
 import math
 import signal
 import socket
@@ -63,48 +62,36 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
 from ..core.aging_queue import LazyAgingQueue
 from ..core.batcher import MicroBatcher
-from ..core.limiter import (
-    ADMITTED,
-    EXCEEDS_KV_CAPACITY,
-    REASON_NAMES,
-)
+from ..core.limiter import ADMITTED, EXCEEDS_KV_CAPACITY
 from ..core.metrics import latency_stats
 from ..io.errors import InputError
 from ..io.scenario import Scenario
-from ..io.trace import MAX_TOKENS, Trace
+from ..io.trace import MAX_TOKENS
 from ..sim.result import SimulationResult
 from .common import (
     DEFAULT_DRAIN_S,
     DEFAULT_HISTORY,
-    INTERNAL_ERROR,
     INVALID_BODY_LABEL,
     SHUTTING_DOWN,
-    STATUS_OF_REASON,
-    TIME_BUCKETS_S,
     UNAUTHENTICATED_LABEL,
     UNKNOWN_TENANT_LABEL,
+    LivePrometheus,
     LiveSchedulerBase,
+    RateLimitState,
     Rejection,
     effective_bid,
-    summary_with_tenant_latency,
+    settled_trace,
 )
 from .common import np_column as _np
 from .common import short as _short
-from .continuous import ContinuousLiveScheduler, LiveRequest
+from .continuous import ContinuousLiveScheduler
 from .keys import KeyStore
 from .openai_api import (
     Authenticator,
@@ -115,8 +102,7 @@ from .openai_api import (
     served_model_name,
 )
 
-logger = logging.getLogger("apslab.serve.service")
-
+INF = math.inf
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,53 +294,87 @@ class _Settled:
 # Prometheus
 
 
-class _Prometheus:
-    """The service's Prometheus metrics, in a registry of its own (several apps per process)."""
+class _Prometheus(LivePrometheus):
+    """The static engine's Prometheus metrics."""
 
     def __init__(self, scheduler: LiveScheduler) -> None:
-        self.registry = registry = CollectorRegistry()
-        self.requests = Counter(
-            "apslab_requests", "POST /infer responses by tenant and HTTP status.",
-            ["tenant", "status"], registry=registry)
-        self.rejections = Counter(
-            "apslab_rejections", "Requests the scheduler rejected, by tenant and reason.",
-            ["tenant", "reason"], registry=registry)
-        self.queue_wait = Histogram(
-            "apslab_queue_wait_seconds", "Batch start - arrival of completed requests "
-            "(model seconds).", ["tenant"], buckets=TIME_BUCKETS_S, registry=registry)
-        self.latency = Histogram(
-            "apslab_latency_seconds", "Batch finish - arrival of completed requests "
-            "(model seconds).", ["tenant"], buckets=TIME_BUCKETS_S, registry=registry)
-        self.output_tokens = Counter(
-            "apslab_output_tokens", "Output tokens of completed requests.", ["tenant"],
-            registry=registry)
-        self.gpu_busy = Counter(
-            "apslab_gpu_busy_seconds", "Model seconds the GPUs spent on finished batches.",
-            ["gpu"], registry=registry)
+        super().__init__(scheduler, {
+            "requests": "POST /infer responses by tenant and HTTP status.",
+            "queue_wait": "Batch start - arrival of completed requests (model seconds).",
+            "latency": "Batch finish - arrival of completed requests (model seconds).",
+            "output_tokens": "Output tokens of completed requests.",
+            "gpu_busy": "Model seconds the GPUs spent on finished batches.",
+            "gpus_busy": "GPUs serving a batch.",
+        })
+
+    def _engine_metrics(self, registry: CollectorRegistry, scheduler: LiveScheduler) -> None:
         self.batches = Counter("apslab_batches", "Finished batches.", registry=registry)
         Gauge("apslab_queue_length", "Requests waiting in the priority queue.",
               registry=registry).set_function(lambda: len(scheduler.queue))
         Gauge("apslab_kv_tokens_in_use", "KV-cache tokens held by the batches on the GPUs.",
               registry=registry).set_function(lambda: scheduler.kv_tokens_in_use)
-        Gauge("apslab_gpus_busy", "GPUs serving a batch.",
-              registry=registry).set_function(lambda: scheduler.gpus_busy)
-        Gauge("apslab_time_scale", "Wall seconds per model second.",
-              registry=registry).set(scheduler.time_scale)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 # --------------------------------------------------------------------------------------------
 # The scheduler
 
 
+class StaticTicket:
+    """An admitted static-engine request, seen as the continuous engine's
+    :class:`~apslab.serve.continuous.LiveRequest` is (so ``/infer`` and ``/v1`` answer both
+    alike): its tokens all arrive when its batch finishes (its first token with its last)."""
+
+    def __init__(self, future: asyncio.Future, request_id: int, tenant_id: str,
+                 arrival_s: float, prompt_tokens: int, output_tokens: int,
+                 priority_bid: float, rate_limit: RateLimitState) -> None:
+        self.future = future
+        self.request_id = request_id
+        self.tenant_id = tenant_id
+        self.arrival_s = arrival_s
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.priority_bid = priority_bid
+        self.rate_limit = rate_limit
+        self.emitted = 0
+        self.outcome: str | Rejection | None = None
+        self.completion: Completion | None = None
+
+    async def wait_until_ended(self) -> None:
+        if self.outcome is None:
+            result = await self.future
+            if isinstance(result, Rejection):
+                self.outcome = result
+            else:
+                self.completion, self.emitted, self.outcome = (
+                    result, self.output_tokens, "completed")
+
+    async def wait_for_tokens(self, seen: int) -> None:
+        await self.wait_until_ended()
+
+    def timings(self) -> dict[str, Any]:
+        """The request's model times as ``/v1`` reports them (a batch's tokens all come at its
+        finish, so the time between tokens is 0)."""
+        c = self.completion
+        return {
+            "request_id": c.request_id, "tenant_id": c.tenant_id,
+            "priority_bid": self.priority_bid, "arrival_s": c.arrival_s,
+            "queue_wait_ms": (c.start_s - c.arrival_s) * 1000.0,
+            "ttft_ms": (c.finish_s - c.arrival_s) * 1000.0,
+            "tpot_ms": 0.0 if self.output_tokens >= 2 else None,
+            "max_tbt_ms": 0.0 if self.output_tokens >= 2 else None,
+            "latency_ms": (c.finish_s - c.arrival_s) * 1000.0, "preemptions": 0,
+            "gpu": c.gpu, "batch_id": c.batch_id, "batch_size": c.batch_size,
+            "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
+            "start_s": c.start_s, "first_token_s": c.finish_s, "finish_s": c.finish_s,
+        }
+
+
 class LiveScheduler(LiveSchedulerBase):
     """The scheduler in real time: admission on arrival, a timer-driven dispatcher for the GPUs.
 
     Every method runs on the event loop's thread, so no locks are needed. ``submit`` decides a
-    request at once and returns either a :class:`Rejection` or a future that the dispatcher
-    resolves with a :class:`Completion` (or a shutdown :class:`Rejection`).
+    request at once and returns either a :class:`Rejection` or a :class:`StaticTicket` that
+    the dispatcher answers with a :class:`Completion` (or a shutdown :class:`Rejection`).
     """
 
     engine = "static"
@@ -364,7 +384,6 @@ class LiveScheduler(LiveSchedulerBase):
         super().__init__(scenario, time_scale, history)
         sched = scenario.scheduler
         self.kv_capacity = scenario.gpu.kv_capacity_tokens
-        self.default_bid = {t.id: t.priority_bid for t in scenario.tenants}
         self.queue = LazyAgingQueue(sched.aging_per_s)
         self.batcher = MicroBatcher(sched.batch_window_s, sched.max_batch_size, self.kv_capacity)
         self.prometheus = _Prometheus(self)
@@ -372,10 +391,8 @@ class LiveScheduler(LiveSchedulerBase):
 
         self._idle = list(range(self.gpu_count))  # a heap: lowest index first
         self._busy: list[tuple[float, int, _RunningBatch]] = []  # (finish_s, batch_id, batch)
-        self._timer: float | None = None  # model time a formation is due
-        self.last_request_id = -1  # the id submit gave its latest request
+        self._timer = INF  # model time a formation is due (inf: none)
         self._next_batch_id = 0
-        self._wakeup_s: float | None = None  # model time of the dispatcher's next call
 
     # -- state ------------------------------------------------------------------------------
 
@@ -383,7 +400,7 @@ class LiveScheduler(LiveSchedulerBase):
     def gpus_busy(self) -> int:
         return len(self._busy)
 
-    def note_disconnect(self, _ticket) -> None:
+    def note_disconnect(self, _ticket: StaticTicket) -> None:
         """A streaming client went away (its request keeps its place; counted)."""
         self.client_disconnects += 1
 
@@ -397,11 +414,6 @@ class LiveScheduler(LiveSchedulerBase):
         return len(self.queue) + sum(len(b.items) for _f, _i, b in self._busy)
 
     # -- life cycle -----------------------------------------------------------------------
-
-    def _cancel_wakeup(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup = self._wakeup_s = None
 
     def _fail_everything(self, rejection: Rejection) -> None:
         items = [entry[3] for entry in self.queue.entries()]
@@ -419,42 +431,35 @@ class LiveScheduler(LiveSchedulerBase):
     # -- admission ------------------------------------------------------------------------
 
     def submit(self, tenant_id: str, prompt_tokens: int, output_tokens: int,
-               priority_bid: float | None = None) -> Rejection | asyncio.Future:
-        """Decide one request now: a Rejection, or a future answered when its batch finishes."""
-        if self.failed is not None:
-            return Rejection(INTERNAL_ERROR, f"scheduler failed: {self.failed!r}", tenant_id)
-        if self.closing or self._loop is None:
-            return Rejection(SHUTTING_DOWN, "the service is shutting down", tenant_id)
+               priority_bid: float | None = None) -> Rejection | StaticTicket:
+        """Decide one request now: a Rejection, or a ticket answered when its batch finishes.
+        Without a bid it carries its tenant's priority_bid; a bid given is taken as is (the
+        routes cap it with :func:`effective_bid`)."""
+        refused = self._refuse_if_closed(tenant_id)
+        if refused is not None:
+            return refused
         now = self.now()
         cost = prompt_tokens + output_tokens
         queue = self.queue
         queue_full = self.max_queue_length is not None and len(queue) >= self.max_queue_length
         code = self.tenants.admit(tenant_id, cost, now, self.kv_capacity, queue_full=queue_full,
                                   prompt_tokens=prompt_tokens)
-        request_id = self.last_request_id = self._next_request_id
-        self._next_request_id += 1
+        request_id = self._new_request_id()
         index = self.tenant_index.get(tenant_id, -1)
-        bid = self.default_bid.get(tenant_id, 1.0) if priority_bid is None else priority_bid
+        bid = effective_bid(self.scenario, index, None) if priority_bid is None else priority_bid
         if code != ADMITTED:
             self.settled.add(index, now, prompt_tokens, output_tokens, bid, code)
             self.settled.trim()
-            reason = REASON_NAMES[code]
-            label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
-            self.prometheus.rejections.labels(label, reason).inc()
-            retry = limits = None
-            if STATUS_OF_REASON.get(reason) == 429:
-                retry = self.tenants.seconds_until_admitted(tenant_id, prompt_tokens,
-                                                            output_tokens, now) * self.time_scale
-                limits = self.rate_limit(tenant_id)
-            return Rejection(reason, self._explain(code, tenant_id, cost, retry), tenant_id,
-                             request_id, now, retry, limits)
+            return self._reject(code, tenant_id, index, request_id, now, prompt_tokens,
+                                output_tokens)
         future = self._loop.create_future()
         queue.push(request_id, bid, now,
                    (prompt_tokens, output_tokens, request_id, index, now, bid, future))
-        if self._timer is None and self._idle:
+        if self._timer == INF and self._idle:
             self._timer = now + self.batcher.batch_window_s
             self._schedule()
-        return future
+        return StaticTicket(future, request_id, tenant_id, now, prompt_tokens, output_tokens,
+                            bid, self.rate_limit(tenant_id))
 
     def _capacity_text(self, code: int, cost: int) -> str:
         if code == EXCEEDS_KV_CAPACITY:
@@ -464,26 +469,14 @@ class LiveScheduler(LiveSchedulerBase):
                 "scheduler.max_queue_length); try again later")
 
     # -- the dispatcher -------------------------------------------------------------------
-    # The worker is a timer callback rather than a task: it only ever does synchronous work
-    # (finish batches, form batches), and a callback runs as soon as its deadline passes,
-    # without the extra event-loop turn a task would wait for before waking.
 
-    def _schedule(self) -> None:
-        """Arrange for :meth:`_dispatch` to run when the next event (timer or finish) is due."""
-        next_s = self._timer
-        if self._busy and (next_s is None or self._busy[0][0] < next_s):
-            next_s = self._busy[0][0]
-        if next_s == self._wakeup_s:
-            return
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup_s = next_s
-        self._wakeup = None if next_s is None else self._loop.call_at(
-            self._wall_deadline(next_s), self._dispatch)
+    def _next_event_s(self) -> float:
+        """The formation timer or the earliest batch finish, whichever comes first."""
+        return min(self._timer, self._busy[0][0]) if self._busy else self._timer
 
     def _dispatch(self) -> None:
         """Handle every event that is due: finished batches, then a formation instant."""
-        self._wakeup = self._wakeup_s = None
+        self._wakeup, self._wakeup_s = None, INF
         try:
             now = self.now()
             busy, idle = self._busy, self._idle
@@ -495,7 +488,7 @@ class LiveScheduler(LiveSchedulerBase):
                 if first_finish is None:
                     first_finish = finish
             due = first_finish if first_finish is not None and self.queue else None
-            if self._timer is not None and self._timer <= now:
+            if self._timer <= now:
                 due = self._timer if due is None else min(due, self._timer)
             if due is not None:
                 self._form_batches(now, due)
@@ -518,7 +511,7 @@ class LiveScheduler(LiveSchedulerBase):
                                   formed.kv_tokens, formed.items)
             self._next_batch_id += 1
             heapq.heappush(self._busy, (batch.finish_s, batch.batch_id, batch))
-        self._timer = None
+        self._timer = INF
 
     def _finish(self, batch: _RunningBatch) -> None:
         """Settle a batch's members and answer their clients."""
@@ -551,10 +544,9 @@ class LiveScheduler(LiveSchedulerBase):
         """
         s = self.settled
         tenant_index = _np(s.tenant, np.int32)
-        names = [t.id for t in self.scenario.tenants] + [UNKNOWN_TENANT_LABEL]
-        codes = np.where(tenant_index >= 0, tenant_index, len(names) - 1)
-        trace = Trace(_np(s.arrival, np.float64), codes, names, _np(s.prompt, np.int64),
-                      _np(s.output, np.int64), _np(s.bid, np.float64), source="<live service>")
+        trace = settled_trace(self.scenario, tenant_index, _np(s.arrival, np.float64),
+                              _np(s.prompt, np.int64), _np(s.output, np.int64),
+                              _np(s.bid, np.float64))
         batch_ids = _np(s.b_id, np.int64)
         order = np.argsort(batch_ids, kind="stable")
         request_batch = _np(s.batch_id, np.int64)
@@ -575,15 +567,9 @@ class LiveScheduler(LiveSchedulerBase):
             batch_gpu=_np(s.b_gpu, np.int32)[order],
         )
 
-    def metrics(self) -> dict[str, Any]:
-        """``GET /metrics``: SUMMARY.json's keys over the settled requests, plus the live state."""
-        summary = summary_with_tenant_latency(self.settled_result(), self.scenario)
-        summary["service"] = {
-            "engine": self.engine,
-            "time_scale": self.time_scale,
-            "uptime_s": self.now() if self._t0 is not None else 0.0,
-            "responses": {str(code): count for code, count in sorted(self.responses.items())},
-            "in_flight": self.in_flight,
+    def _live_state(self) -> dict[str, Any]:
+        """The static engine's part of /metrics' "service"."""
+        return {
             "queue_length": len(self.queue),
             "gpus_busy": self.gpus_busy,
             "kv_tokens_in_use": self.kv_tokens_in_use,
@@ -591,10 +577,7 @@ class LiveScheduler(LiveSchedulerBase):
             "formation_lag_s": latency_stats(_np(self.settled.b_lag, np.float64)),
             "cancelled_at_shutdown": self.cancelled_at_shutdown,
             "client_disconnects": self.client_disconnects,
-            "window_requests": len(self.settled),
-            "closing": self.closing,
         }
-        return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,35 +704,31 @@ def create_app(scenario: Scenario, *, time_scale: float = 1.0, drain_s: float = 
                        "attend to, and every request emits at least one)"}]})
         index = scheduler.tenant_index.get(tenant_id, -1)
         bid = effective_bid(scenario, index, body.priority_bid)
-        outcome = scheduler.submit(tenant_id, body.prompt_tokens, body.output_tokens, bid)
+        ticket = scheduler.submit(tenant_id, body.prompt_tokens, body.output_tokens, bid)
         label = tenant_id if index >= 0 else UNKNOWN_TENANT_LABEL
-        if isinstance(outcome, asyncio.Future):
-            limits = scheduler.rate_limit(tenant_id)
-            outcome = await outcome
-        elif isinstance(outcome, LiveRequest):
-            limits = outcome.rate_limit
-            await outcome.wait_until_ended()
-            outcome = outcome if outcome.outcome == "completed" else outcome.outcome
+        if not isinstance(ticket, Rejection):
+            await ticket.wait_until_ended()
+        outcome = ticket if isinstance(ticket, Rejection) else ticket.outcome
         if isinstance(outcome, Rejection):
             scheduler.count_response(label, outcome.status)
             return _rejection_response(outcome)
         scheduler.count_response(label, 200)
-        headers = {"x-apslab-bid": f"{bid:g}", **limits.headers()}
+        headers = {"x-apslab-bid": f"{bid:g}", **ticket.rate_limit.headers()}
         if continuous:
-            timings = outcome.timings()
-            return JSONResponse(ContinuousInferenceResponse(**timings).model_dump(),
+            return JSONResponse(ContinuousInferenceResponse(**ticket.timings()).model_dump(),
                                 headers=headers)
+        done = ticket.completion
         return JSONResponse(InferenceResponse(
-            request_id=outcome.request_id,
-            tenant_id=outcome.tenant_id,
-            queue_wait_ms=(outcome.start_s - outcome.arrival_s) * 1000.0,
-            latency_ms=(outcome.finish_s - outcome.arrival_s) * 1000.0,
-            batch_id=outcome.batch_id,
-            batch_size=outcome.batch_size,
-            prompt_tokens=outcome.prompt_tokens,
-            output_tokens=outcome.output_tokens,
-            arrival_s=outcome.arrival_s,
-            gpu=outcome.gpu,
+            request_id=done.request_id,
+            tenant_id=done.tenant_id,
+            queue_wait_ms=(done.start_s - done.arrival_s) * 1000.0,
+            latency_ms=(done.finish_s - done.arrival_s) * 1000.0,
+            batch_id=done.batch_id,
+            batch_size=done.batch_size,
+            prompt_tokens=done.prompt_tokens,
+            output_tokens=done.output_tokens,
+            arrival_s=done.arrival_s,
+            gpu=done.gpu,
             priority_bid=bid,
         ).model_dump(), headers=headers)
 

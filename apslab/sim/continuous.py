@@ -138,18 +138,7 @@ class _Loop:
         self.window = sched.batch_window_s
         self.max_queue = sched.max_queue_length if sched.max_queue_length is not None \
             else math.inf
-        self.cost = scenario.gpu.iteration_cost()
-        tenants = scenario.tenants
-        shares = [t.share for t in tenants]
-        self.fairness = ServiceDifference(
-            shares, sched.vtc_input_weight, sched.vtc_output_weight, keep_curve=keep_curve) \
-            if len(tenants) <= MAX_TRACKED_TENANTS else None
-        self.batcher = ContinuousBatcher(
-            gpus=self.gpus, total_blocks=total_blocks, block_size=sched.block_size,
-            max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
-            policy=policy if policy is not None else make_policy(
-                sched.policy, shares, sched.vtc_input_weight, sched.vtc_output_weight),
-            observer=self.fairness)
+        self.fairness, self.batcher = build_batcher(scenario, total_blocks, policy, keep_curve)
         arrival = trace.arrival_s[order]
         self.arrival = arrival.tolist()
         self.rows = order.tolist()
@@ -172,20 +161,15 @@ class _Loop:
         self.max_tbt = [nan] * self.n
         self.finish_gpu = [-1] * self.n
         self.log: list[tuple] = []
-        self.count = self.requests = self.tokens = 0
-        self.busy = [0.0] * self.gpus
-        self.moved = self.flops = 0
-        self.block_seconds = 0.0
-        self.last_end = -math.inf
+        self.tally = IterationTally(scenario.gpu.iteration_cost(), self.gpus)
 
     def run(self) -> None:
         inf = math.inf
         batcher = self.batcher
-        gpus = self.gpus
-        ends = [inf] * gpus  # when each GPU's iteration ends (inf: idle)
+        ends = [inf] * self.gpus  # when each GPU's iteration ends (inf: idle)
         timer = inf
         arrival, admit, count = self.arrival, self.admit, len(self.arrival)
-        fairness = self.fairness
+        fairness, complete, start = self.fairness, self._complete, self._start
         k = 0
         while True:
             t = min(min(ends), timer)
@@ -213,15 +197,7 @@ class _Loop:
                         t = timer
             if t == inf:
                 break
-            completed = [g for g in range(gpus) if ends[g] == t]
-            for g in completed:
-                self._complete(g, t)
-                ends[g] = inf
-            for g in range(gpus):
-                if ends[g] == inf:
-                    ends[g] = self._start(g, t)
-            if fairness is not None:
-                fairness.settle(t)
+            run_instant(t, ends, complete, start, fairness)
             timer = inf
 
     def _start(self, gpu: int, t: float) -> float:
@@ -229,19 +205,10 @@ class _Loop:
         iteration = self.batcher.schedule(gpu)
         if iteration is None:
             return math.inf
-        moved, flops = self.cost.work(iteration.context_tokens, iteration.new_tokens,
-                                      iteration.attention_pairs)
-        duration = self.cost.seconds(moved, flops)
+        duration = self.tally.add(gpu, iteration)
         row_of, start = self.row_of, self.start
         for handle in iteration.newly_started:
             start[row_of[handle]] = t
-        self.count += 1
-        self.requests += len(iteration.handles)
-        self.tokens += iteration.new_tokens
-        self.busy[gpu] += duration
-        self.moved += moved
-        self.flops += flops
-        self.block_seconds += iteration.blocks_used * duration
         if self.keep_iterations:
             self.log.append((gpu, t, duration, len(iteration.handles), iteration.prefill_tokens,
                              iteration.decode_tokens, iteration.blocks_used,
@@ -257,16 +224,13 @@ class _Loop:
             if previous != previous:  # NaN: the first token
                 first[row] = t
             else:
-                gap = t - previous
-                if not gap <= max_tbt[row]:  # also replaces the NaN of the first gap
-                    max_tbt[row] = gap
+                max_tbt[row] = longest_gap(max_tbt[row], t - previous)
             last[row] = t
         for handle in done.finished:
             row = row_of[handle]
             self.finish[row] = t
             self.finish_gpu[row] = gpu
-        if t > self.last_end:
-            self.last_end = t
+        self.tally.ended(t)
 
     def columns(self):
         n = self.n
@@ -278,10 +242,7 @@ class _Loop:
                        np.array(self.finish, dtype=np.float64), preemptions,
                        np.array(self.max_tbt, dtype=np.float64),
                        np.array(self.finish_gpu, dtype=np.int32))
-        totals = IterationTotals(self.count, self.requests, self.tokens, list(self.busy),
-                                 self.moved, self.flops, self.block_seconds, self.last_end,
-                                 None if self.fairness is None
-                                 else self.fairness.max_difference)
+        totals = self.tally.totals(self.fairness)
         log = None
         if self.keep_iterations:
             cols = list(zip(*self.log, strict=True)) or [()] * 8
@@ -295,6 +256,95 @@ class _Loop:
                 preempted=np.array(cols[7], dtype=np.int64))
         return (per_request, np.frombuffer(self.rejected, dtype=np.int64).reshape(-1, 2),
                 np.frombuffer(self.queue_full, dtype=np.int64), totals, log)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pieces of the event step the live service (apslab.serve.continuous) runs too, so the two
+# decide alike and add up their totals in the same order
+
+
+def build_batcher(scenario: Scenario, total_blocks: int, policy=None, keep_curve: bool = False
+                  ) -> tuple[ServiceDifference | None, ContinuousBatcher]:
+    """(the service-difference tracker, or None beyond MAX_TRACKED_TENANTS tenants; the
+    batcher reporting to it) for ``scenario``; ``policy`` replaces the one [scheduler] names."""
+    sched, tenants = scenario.scheduler, scenario.tenants
+    shares = [t.share for t in tenants]
+    fairness = ServiceDifference(
+        shares, sched.vtc_input_weight, sched.vtc_output_weight, keep_curve=keep_curve) \
+        if len(tenants) <= MAX_TRACKED_TENANTS else None
+    batcher = ContinuousBatcher(
+        gpus=scenario.cluster.gpus, total_blocks=total_blocks, block_size=sched.block_size,
+        max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
+        policy=policy if policy is not None else make_policy(
+            sched.policy, shares, sched.vtc_input_weight, sched.vtc_output_weight),
+        observer=fairness)
+    return fairness, batcher
+
+
+def run_instant(t: float, ends: list[float], complete, start, fairness) -> int:
+    """One event instant ``t``: every iteration ending at ``t`` completes (``complete(gpu,
+    t)``), then each idle GPU, in index order, runs a round (``ends[gpu] = start(gpu, t)``,
+    inf when it stays idle), then the fairness tracker settles. Returns how many iterations
+    completed."""
+    inf = math.inf
+    completed = 0
+    for gpu, end in enumerate(ends):
+        if end == t:
+            complete(gpu, t)
+            ends[gpu] = inf
+            completed += 1
+    for gpu, end in enumerate(ends):
+        if end == inf:
+            ends[gpu] = start(gpu, t)
+    if fairness is not None:
+        fairness.settle(t)
+    return completed
+
+
+def longest_gap(longest: float, gap: float) -> float:
+    """The longest gap between a request's tokens once one more ``gap`` is seen (``longest``
+    is NaN before the first gap, which then replaces it)."""
+    return longest if gap <= longest else gap
+
+
+class IterationTally:
+    """The iterations' running totals (:class:`IterationTotals`): every iteration's duration
+    from the cost model, summed in one order wherever the engine runs."""
+
+    __slots__ = ("cost", "count", "requests", "tokens", "busy", "moved", "flops",
+                 "block_seconds", "last_end")
+
+    def __init__(self, cost, gpus: int) -> None:
+        self.cost = cost
+        self.count = self.requests = self.tokens = 0
+        self.busy = [0.0] * gpus
+        self.moved = self.flops = 0
+        self.block_seconds = 0.0
+        self.last_end = -math.inf
+
+    def add(self, gpu: int, iteration) -> float:
+        """Count an iteration started on ``gpu``; returns its duration."""
+        moved, flops = self.cost.work(iteration.context_tokens, iteration.new_tokens,
+                                      iteration.attention_pairs)
+        duration = self.cost.seconds(moved, flops)
+        self.count += 1
+        self.requests += len(iteration.handles)
+        self.tokens += iteration.new_tokens
+        self.busy[gpu] += duration
+        self.moved += moved
+        self.flops += flops
+        self.block_seconds += iteration.blocks_used * duration
+        return duration
+
+    def ended(self, t: float) -> None:
+        """Iterations ended at ``t``."""
+        if t > self.last_end:
+            self.last_end = t
+
+    def totals(self, fairness: ServiceDifference | None) -> IterationTotals:
+        return IterationTotals(self.count, self.requests, self.tokens, list(self.busy),
+                               self.moved, self.flops, self.block_seconds, self.last_end,
+                               None if fairness is None else fairness.max_difference)
 
 
 # ----------------------------------------------------------------------------------------------
